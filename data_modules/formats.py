@@ -1,0 +1,183 @@
+"""Reading and validating JSON-lines training data, with file:line:field errors.
+
+Every reader of training files goes through here, so bad input is reported the same way
+everywhere: ``DataFormatError`` names the file, the 1-based line and the field. With
+``on_bad_row="skip"`` the row is dropped and recorded in a ``BadRowReport`` that the caller
+prints at the end of loading; nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Literal
+
+log = logging.getLogger(__name__)
+
+OnBadRow = Literal["error", "skip"]
+
+
+class DataFormatError(ValueError):
+    """A bad training row: ``location`` is ``file:line`` and ``field`` the offending key."""
+
+    def __init__(self, location: str, field: str | None, message: str) -> None:
+        self.location = location
+        self.field = field
+        where = f"{location}: field '{field}'" if field else location
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass
+class BadRowReport:
+    """Counts rows skipped under ``on_bad_row=skip`` and keeps the first few messages."""
+
+    keep: int = 5
+    count: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, error: DataFormatError) -> None:
+        self.count += 1
+        if len(self.examples) < self.keep:
+            self.examples.append(str(error))
+
+    def summary(self) -> str:
+        lines = [f"skipped {self.count} bad row(s) (data.on_bad_row=skip)"]
+        lines += [f"  {m}" for m in self.examples]
+        if self.count > len(self.examples):
+            lines.append(f"  ... and {self.count - len(self.examples)} more")
+        return "\n".join(lines)
+
+
+def expand_files(patterns: str | Iterable[str]) -> list[str]:
+    """Files from paths, globs and folders (``*.jsonl`` inside), in a stable sorted order."""
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    files: list[str] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            found = sorted(str(p) for p in path.glob("*.jsonl"))
+        elif any(ch in pattern for ch in "*?["):
+            found = sorted(glob.glob(pattern, recursive=True))
+        elif path.is_file():
+            found = [str(path)]
+        else:
+            raise FileNotFoundError(f"training data not found: {pattern}")
+        if not found:
+            raise FileNotFoundError(f"no .jsonl files match {pattern}")
+        files.extend(found)
+    return files
+
+
+def parse_jsonl_line(raw: bytes, location: str) -> Any:
+    """One line's JSON value; bad UTF-8 or JSON raise ``DataFormatError`` at ``location``."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataFormatError(location, None, f"invalid UTF-8 ({err.reason} at byte {err.start})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataFormatError(location, None, f"invalid JSON ({err.msg}, column {err.colno})") from None
+
+
+def iter_jsonl_lines(path: str) -> Iterator[tuple[int, bytes]]:
+    """``(line_number, raw bytes)`` of each non-blank line (1-based numbers)."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if raw.strip():
+                yield number, raw
+
+
+def _require_text(row: dict, key: str, location: str) -> str:
+    if key not in row:
+        raise DataFormatError(location, key, "missing")
+    value = row[key]
+    if not isinstance(value, str):
+        raise DataFormatError(location, key, f"expected a string, got {type(value).__name__}")
+    if not value.strip():
+        raise DataFormatError(location, key, "empty")
+    return value
+
+
+def _text_list(row: dict, key: str, location: str, required: bool) -> list[str]:
+    if key not in row or row[key] is None:
+        if required:
+            raise DataFormatError(location, key, "missing")
+        return []
+    value = row[key]
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise DataFormatError(location, key, f"expected a string or a list of strings, got {type(value).__name__}")
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise DataFormatError(location, f"{key}[{i}]", f"expected a string, got {type(item).__name__}")
+        if not item.strip():
+            raise DataFormatError(location, f"{key}[{i}]", "empty")
+    if required and not value:
+        raise DataFormatError(location, key, "empty list")
+    return value
+
+
+def _optional_text(row: dict, key: str, location: str) -> str | None:
+    value = row.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise DataFormatError(location, key, f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def validate_pair_row(row: Any, location: str, min_negatives: int = 0) -> dict[str, Any]:
+    """A C-MTP-style row ``{"query", "pos", "neg"?, "prompt"?, "type"?}`` in normal form.
+
+    ``pos`` may be a string or a list; the result always has lists and every key.
+    ``min_negatives`` > 0 requires that many entries in ``neg``.
+    """
+    if not isinstance(row, dict):
+        raise DataFormatError(location, None, f"expected a JSON object, got {type(row).__name__}")
+    query = _require_text(row, "query", location)
+    pos = _text_list(row, "pos", location, required=True)
+    neg = _text_list(row, "neg", location, required=False)
+    if len(neg) < min_negatives:
+        raise DataFormatError(
+            location,
+            "neg",
+            f"has {len(neg)} negative(s) but train_group_size needs at least {min_negatives}: "
+            "mine hard negatives with `ctem-mine` or lower data.train_group_size",
+        )
+    return {
+        "query": query,
+        "pos": pos,
+        "neg": neg,
+        "prompt": _optional_text(row, "prompt", location),
+        "type": _optional_text(row, "type", location),
+    }
+
+
+def iter_valid_rows(
+    files: Iterable[str],
+    validate: Callable[[Any, str], dict[str, Any]],
+    on_bad_row: OnBadRow = "error",
+    report: BadRowReport | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Validated rows of every file; each row also carries ``source`` (the file) and ``line``."""
+    if on_bad_row not in ("error", "skip"):
+        raise ValueError(f"on_bad_row must be 'error' or 'skip', got {on_bad_row!r}")
+    for path in files:
+        for number, raw in iter_jsonl_lines(path):
+            location = f"{path}:{number}"
+            try:
+                row = validate(parse_jsonl_line(raw, location), location)
+            except DataFormatError as err:
+                if on_bad_row == "error":
+                    raise
+                if report is None:
+                    raise ValueError("on_bad_row='skip' needs a BadRowReport") from err
+                report.add(err)
+                continue
+            yield {**row, "source": path, "line": number}

@@ -1,0 +1,384 @@
+"""`PairDataModule`: C-MTP-style query / positive / negative training pairs.
+
+Rows (JSON lines, or a hub dataset with the same columns)::
+
+    {"query": str, "pos": [str, ...] | str, "neg": [str, ...]?, "prompt": str?, "type": str?}
+
+Per query and epoch the module draws one positive and ``train_group_size - 1`` negatives
+(see ``sample_group``), prepends the query instruction (the row's ``prompt`` wins over
+``query_instruction``), and the collator tokenises queries and passages with their own
+max lengths and pads each batch only to its longest row.
+
+Batch layout (``PairCollator``)::
+
+    {"query": {input_ids, attention_mask, ...} [B, Lq],
+     "passages": {...} [B * G, Lp]   # per query: positive, then G-1 negatives,
+     "group_size": G}
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from typing import Any, Iterator, Sequence
+
+import datasets
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
+from transformers import PreTrainedTokenizerBase
+
+from data_modules.formats import (
+    BadRowReport,
+    DataFormatError,
+    OnBadRow,
+    expand_files,
+    iter_jsonl_lines,
+    parse_jsonl_line,
+    validate_pair_row,
+)
+
+log = logging.getLogger(__name__)
+
+_FEATURES = datasets.Features(
+    {
+        "query": datasets.Value("string"),
+        "pos": datasets.Sequence(datasets.Value("string")),
+        "neg": datasets.Sequence(datasets.Value("string")),
+        "prompt": datasets.Value("string"),
+        "type": datasets.Value("string"),
+        "source": datasets.Value("string"),
+        "line": datasets.Value("int64"),
+        "error": datasets.Value("string"),
+    }
+)
+
+
+def _marked_row(raw: Any, location: str, source: str, line: int, min_negatives: int) -> dict[str, Any]:
+    """A validated row, or an empty row whose ``error`` holds the file:line:field message."""
+    try:
+        row = validate_pair_row(raw, location, min_negatives)
+        return {**row, "source": source, "line": line, "error": None}
+    except DataFormatError as err:
+        empty = {"query": "", "pos": [], "neg": [], "prompt": None, "type": None}
+        return {**empty, "source": source, "line": line, "error": str(err)}
+
+
+def _generate_file_rows(files: list[str], min_negatives: int, signature: Any = None) -> Iterator[dict]:
+    """Rows of ``files`` for ``datasets`` (``signature``, the files' sizes and mtimes, keys
+    the Arrow cache so an edited file is read again)."""
+    for path in files:
+        for number, raw in iter_jsonl_lines(path):
+            location = f"{path}:{number}"
+            try:
+                value = parse_jsonl_line(raw, location)
+            except DataFormatError as err:
+                yield _marked_row(None, location, path, number, min_negatives) | {"error": str(err)}
+                continue
+            yield _marked_row(value, location, path, number, min_negatives)
+
+
+def _file_signature(files: list[str]) -> list[tuple[str, int, int]]:
+    return [(os.path.abspath(f), os.path.getsize(f), os.stat(f).st_mtime_ns) for f in files]
+
+
+def sample_group(row: dict[str, Any], group_size: int, rng: random.Random) -> list[str]:
+    """``[positive, negative_1, ..., negative_{G-1}]`` for one query.
+
+    The positive is drawn uniformly from ``pos``. Negatives are drawn from ``neg`` without
+    replacement; only when ``neg`` has fewer than ``G-1`` entries are all of them used and
+    the rest drawn again with replacement.
+    """
+    positive = rng.choice(row["pos"])
+    need = group_size - 1
+    negatives = list(row["neg"])
+    if need <= 0:
+        return [positive]
+    if len(negatives) >= need:
+        chosen = rng.sample(negatives, need)
+    else:
+        rng.shuffle(negatives)
+        chosen = negatives + rng.choices(row["neg"], k=need - len(negatives))
+    return [positive, *chosen]
+
+
+def with_instruction(query: str, prompt: str | None, instruction: str | None) -> str:
+    """The query with its row ``prompt`` (wins) or the configured instruction prepended."""
+    prefix = prompt if prompt is not None else instruction
+    return f"{prefix}{query}" if prefix else query
+
+
+class PairDataset(Dataset):
+    """Map-style view of validated rows; key ``(index, epoch)`` gives that epoch's group."""
+
+    def __init__(self, rows: datasets.Dataset, group_size: int, seed: int, query_instruction: str | None) -> None:
+        self.rows = rows
+        self.group_size = group_size
+        self.seed = seed
+        self.query_instruction = query_instruction
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        row = self.rows[int(index)]
+        rng = random.Random(f"{self.seed}:{epoch}:{index}")
+        return {
+            "query": with_instruction(row["query"], row["prompt"], self.query_instruction),
+            "passages": sample_group(row, self.group_size, rng),
+        }
+
+
+class StreamingPairDataset(IterableDataset):
+    """Iterable view of a streamed (``datasets.IterableDataset``) source, for data larger than RAM.
+
+    Bad rows raise, or under ``on_bad_row=skip`` are logged with their location as they pass.
+    """
+
+    def __init__(
+        self,
+        rows: datasets.IterableDataset,
+        group_size: int,
+        seed: int,
+        query_instruction: str | None,
+        on_bad_row: OnBadRow,
+    ) -> None:
+        self.rows = rows
+        self.group_size = group_size
+        self.seed = seed
+        self.query_instruction = query_instruction
+        self.on_bad_row = on_bad_row
+        self.epoch = 0
+        self.report = BadRowReport()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.rows.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        rng = random.Random(f"{self.seed}:{self.epoch}")
+        for row in self.rows:
+            if row["error"]:
+                if self.on_bad_row == "error":
+                    raise DataFormatError(row["error"], None, "bad row")
+                self.report.add(DataFormatError(row["error"], None, "skipped"))
+                log.warning("skipping bad row: %s", row["error"])
+                continue
+            yield {
+                "query": with_instruction(row["query"], row["prompt"], self.query_instruction),
+                "passages": sample_group(row, self.group_size, rng),
+            }
+
+
+class EpochSeededSampler(DistributedSampler):
+    """``DistributedSampler`` that yields ``(index, epoch)`` so per-row sampling is seeded by
+    both and stays deterministic in any dataloader worker. Each rank gets a distinct shard."""
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        return ((int(i), self.epoch) for i in super().__iter__())
+
+
+class PairCollator:
+    """Tokenises a list of samples into the batch layout in the module docstring."""
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        query_max_length: int,
+        passage_max_length: int,
+        pad_to_multiple_of: int | None = None,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.query_max_length = query_max_length
+        self.passage_max_length = passage_max_length
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def _tokenize(self, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
+        return dict(
+            self.tokenizer(
+                list(texts),
+                max_length=max_length,
+                truncation=True,
+                padding=True,
+                pad_to_multiple_of=self.pad_to_multiple_of,
+                return_tensors="pt",
+            )
+        )
+
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        group_sizes = {len(s["passages"]) for s in samples}
+        if len(group_sizes) != 1:
+            raise ValueError(f"samples of one batch have different group sizes {sorted(group_sizes)}")
+        passages = [p for s in samples for p in s["passages"]]
+        batch: dict[str, Any] = {
+            "query": self._tokenize([s["query"] for s in samples], self.query_max_length),
+            "passages": self._tokenize(passages, self.passage_max_length),
+            "group_size": group_sizes.pop(),
+        }
+        if "task" in samples[0]:
+            batch["task"] = samples[0]["task"]
+        return batch
+
+
+def load_pair_rows(
+    train_files: str | Sequence[str] | None,
+    hub_dataset: str | None,
+    hub_split: str,
+    min_negatives: int,
+    streaming: bool,
+    cache_dir: str | None = None,
+) -> datasets.Dataset | datasets.IterableDataset:
+    """Rows (with an ``error`` column) from local files or a hub dataset via ``datasets``."""
+    if (train_files is None) == (hub_dataset is None):
+        raise ValueError("set exactly one of data.train_files or data.hub_dataset")
+    if hub_dataset is not None:
+        source = datasets.load_dataset(hub_dataset, split=hub_split, streaming=streaming, cache_dir=cache_dir)
+
+        def mark(raw: dict, index: int) -> dict:
+            return _marked_row(raw, f"{hub_dataset}[{hub_split}] row {index}", hub_dataset, index, min_negatives)
+
+        return source.map(mark, with_indices=True, remove_columns=list(source.column_names or []), features=_FEATURES)
+    files = expand_files(list(train_files) if not isinstance(train_files, str) else train_files)
+    kwargs = {"files": files, "min_negatives": min_negatives, "signature": _file_signature(files)}
+    if streaming:
+        return datasets.IterableDataset.from_generator(_generate_file_rows, features=_FEATURES, gen_kwargs=kwargs)
+    return datasets.Dataset.from_generator(
+        _generate_file_rows, features=_FEATURES, gen_kwargs=kwargs, cache_dir=cache_dir
+    )
+
+
+def drop_bad_rows(rows: datasets.Dataset, on_bad_row: OnBadRow) -> tuple[datasets.Dataset, BadRowReport]:
+    """Raise on the first bad row, or (``skip``) drop them all and report them."""
+    report = BadRowReport()
+    errors = [e for e in rows["error"] if e]
+    if not errors:
+        return rows, report
+    if on_bad_row == "error":
+        location, _, message = errors[0].partition(": ")
+        more = f"; {len(errors)} bad row(s) in all" if len(errors) > 1 else ""
+        raise DataFormatError(location, None, f"{message} (data.on_bad_row=skip skips bad rows{more})")
+    for message in errors:
+        location, _, rest = message.partition(": ")
+        report.add(DataFormatError(location, None, rest))
+    return rows.filter(lambda e: not e, input_columns="error"), report
+
+
+class PairDataModule(L.LightningDataModule):
+    """Training pairs for the contrastive stage.
+
+    Args:
+        train_files: JSON-lines files, globs or folders (one of this or ``hub_dataset``).
+        hub_dataset: a hub dataset name with the same columns, loaded with ``datasets``.
+        hub_split: split of ``hub_dataset``.
+        tokenizer: the encoder's tokenizer (``train.py`` passes it).
+        batch_size: queries per batch per device (passages: ``batch_size * train_group_size``).
+        train_group_size: passages per query: 1 positive + ``train_group_size - 1`` negatives.
+        query_max_length / passage_max_length: token limits.
+        query_instruction: prepended to every query without its own ``prompt``.
+        streaming: stream rows instead of building a memory-mapped Arrow table.
+        shuffle_buffer_size: shuffle buffer of the streaming source.
+        on_bad_row: ``error`` (stop with file:line:field) or ``skip`` (drop and report).
+        seed: seed of shuffling and per-row sampling.
+        num_workers / pin_memory / pad_to_multiple_of: dataloader knobs.
+        drop_last: drop a last incomplete batch (keeps batch size, hence negatives, fixed).
+        cache_dir: ``datasets`` cache folder (``None``: its default).
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        train_files: str | Sequence[str] | None = None,
+        hub_dataset: str | None = None,
+        hub_split: str = "train",
+        batch_size: int = 32,
+        train_group_size: int = 2,
+        query_max_length: int = 64,
+        passage_max_length: int = 256,
+        query_instruction: str | None = None,
+        streaming: bool = False,
+        shuffle_buffer_size: int = 10_000,
+        on_bad_row: OnBadRow = "error",
+        seed: int = 42,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        pad_to_multiple_of: int | None = None,
+        drop_last: bool = True,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        if train_group_size < 1:
+            raise ValueError(f"train_group_size must be >= 1, got {train_group_size}")
+        if on_bad_row not in ("error", "skip"):
+            raise ValueError(f"on_bad_row must be 'error' or 'skip', got {on_bad_row!r}")
+        self.tokenizer = tokenizer
+        self.train_files = train_files
+        self.hub_dataset = hub_dataset
+        self.hub_split = hub_split
+        self.batch_size = batch_size
+        self.train_group_size = train_group_size
+        self.query_instruction = query_instruction
+        self.streaming = streaming
+        self.shuffle_buffer_size = shuffle_buffer_size
+        self.on_bad_row = on_bad_row
+        self.seed = seed
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.drop_last = drop_last
+        self.cache_dir = cache_dir
+        self.collator = PairCollator(tokenizer, query_max_length, passage_max_length, pad_to_multiple_of)
+        self.train_dataset: PairDataset | StreamingPairDataset | None = None
+        self.bad_rows = BadRowReport()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_dataset is not None:
+            return
+        rows = load_pair_rows(
+            self.train_files,
+            self.hub_dataset,
+            self.hub_split,
+            min_negatives=1 if self.train_group_size > 1 else 0,
+            streaming=self.streaming,
+            cache_dir=self.cache_dir,
+        )
+        if self.streaming:
+            rows = rows.shuffle(seed=self.seed, buffer_size=self.shuffle_buffer_size)
+            rank, world = self._rank_world()
+            if world > 1:
+                rows = datasets.distributed.split_dataset_by_node(rows, rank=rank, world_size=world)
+            self.train_dataset = StreamingPairDataset(
+                rows, self.train_group_size, self.seed, self.query_instruction, self.on_bad_row
+            )
+            self.bad_rows = self.train_dataset.report
+            return
+        rows, self.bad_rows = drop_bad_rows(rows, self.on_bad_row)
+        if self.bad_rows.count:
+            log.warning(self.bad_rows.summary())
+        if len(rows) == 0:
+            raise ValueError(f"no valid training rows in {self.train_files or self.hub_dataset}")
+        self.train_dataset = PairDataset(rows, self.train_group_size, self.seed, self.query_instruction)
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is not None:
+            return trainer.global_rank, trainer.world_size
+        return 0, 1
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_dataset is not None, "call setup() first"
+        common = dict(
+            batch_size=self.batch_size,
+            collate_fn=self.collator,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            drop_last=self.drop_last,
+            persistent_workers=self.num_workers > 0,
+        )
+        if isinstance(self.train_dataset, StreamingPairDataset):
+            return DataLoader(self.train_dataset, **common)
+        rank, world = self._rank_world()
+        sampler = EpochSeededSampler(
+            self.train_dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed, drop_last=False
+        )
+        return DataLoader(self.train_dataset, sampler=sampler, **common)

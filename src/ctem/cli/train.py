@@ -1,0 +1,78 @@
+"""``ctem-train`` / ``python train.py``: compose the config, build everything, fit."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ctem.config import config_dir, register_resolvers
+
+log = logging.getLogger("ctem.train")
+
+
+def instantiate_group(cfg: DictConfig | None) -> list[Any]:
+    """Objects of a group whose entries each hold a ``_target_`` (callbacks, loggers)."""
+    if not cfg:
+        return []
+    return [instantiate(entry) for entry in cfg.values() if isinstance(entry, DictConfig) and "_target_" in entry]
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Build model, data, stage, callbacks, loggers and trainer from ``cfg`` and fit.
+
+    Returns the built objects (for tests and scripts).
+    """
+    L.seed_everything(cfg.seed, workers=True)
+    encoder = instantiate(cfg.model)
+    datamodule = instantiate(
+        cfg.data,
+        tokenizer=encoder.tokenizer,
+        query_max_length=encoder.query_max_length,
+        passage_max_length=encoder.passage_max_length,
+    )
+    module = instantiate(cfg.stage, encoder=encoder)
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    if cfg.get("train", True):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    return {"encoder": encoder, "datamodule": datamodule, "module": module, "trainer": trainer}
+
+
+def report(cfg: DictConfig, trainer: L.Trainer) -> None:
+    """Print where the run's outputs went."""
+    if not trainer.is_global_zero:
+        return
+    out = Path(cfg.paths.output_dir)
+    lines = [f"run folder:   {out.resolve()}"]
+    final = cfg.stage.get("final_model_dir")
+    if final and Path(final).is_dir():
+        lines.append(f"final model:  {Path(final).resolve()}  (SentenceTransformer / AutoModel / ctem-eval)")
+    for logger in trainer.loggers:
+        lines.append(f"{type(logger).__name__}: {Path(logger.save_dir or out).resolve()}")
+    if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.dirpath:
+        lines.append(f"checkpoints:  {Path(trainer.checkpoint_callback.dirpath).resolve()}")
+    print("\n[ctem] " + "\n[ctem] ".join(lines))
+
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+def main(cfg: DictConfig) -> None:
+    built = run(cfg)
+    if HydraConfig.initialized():
+        report(cfg, built["trainer"])
+
+
+if __name__ == "__main__":
+    main()

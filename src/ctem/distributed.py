@@ -1,0 +1,56 @@
+"""Distributed helpers: rank / world size and an all-gather that carries gradients."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank_and_world() -> tuple[int, int]:
+    """``(rank, world_size)`` of the default process group, ``(0, 1)`` without one."""
+    if not is_distributed():
+        return 0, 1
+    return dist.get_rank(), dist.get_world_size()
+
+
+class _AllGatherWithGrad(torch.autograd.Function):
+    """Forward: concatenate every rank's ``[n, ...]`` tensor. Backward: sum the incoming
+    gradient over ranks, then return this rank's slice, so each example receives the
+    gradient of every rank's loss terms that used it."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        world = dist.get_world_size()
+        sizes = [torch.zeros(1, dtype=torch.long, device=tensor.device) for _ in range(world)]
+        dist.all_gather(sizes, torch.tensor([tensor.size(0)], device=tensor.device))
+        if len({int(s) for s in sizes}) != 1:
+            raise ValueError(f"all ranks must gather equal-sized tensors, got sizes {[int(s) for s in sizes]}")
+        parts = [torch.empty_like(tensor) for _ in range(world)]
+        dist.all_gather(parts, tensor.contiguous())
+        ctx.rank, ctx.size = dist.get_rank(), tensor.size(0)
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        start = ctx.rank * ctx.size
+        return grad[start : start + ctx.size]
+
+
+def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """All ranks' ``tensor`` concatenated along dim 0 (rank order), differentiable.
+
+    Gradient contract: rank ``r`` receives, for its own rows, the sum over ranks of the
+    gradients of their losses. With each rank's loss a mean over its ``B`` local queries
+    and DDP averaging parameter gradients over ``W`` ranks, the parameters get exactly the
+    gradient of the mean loss over the ``W * B`` queries of the global batch.
+    Without a process group this returns ``tensor`` unchanged.
+    """
+    if not is_distributed() or dist.get_world_size() == 1:
+        return tensor
+    return _AllGatherWithGrad.apply(tensor)

@@ -1,0 +1,331 @@
+"""`TextEncoder`: a Hugging Face backbone plus pooling and optional L2 normalisation.
+
+The one embedding model of ctem. Training modules call ``forward`` on token tensors;
+evaluation, mining and users call ``encode`` on strings. ``save_pretrained`` writes a
+folder that loads unchanged in ``transformers`` (``AutoModel``) and in
+``sentence-transformers`` (``SentenceTransformer``), with the same embeddings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoModel, PreTrainedTokenizerBase
+
+from ctem.tokenization import load_tokenizer
+
+Pooling = Literal["cls", "mean", "last"]
+POOLING_MODES: tuple[str, ...] = ("cls", "mean", "last")
+CTEM_CONFIG_NAME = "ctem_config.json"
+
+# sentence-transformers (v2 .. v6 read this layout) pooling flags for each ctem pooling.
+_ST_POOLING_FLAGS = {
+    "cls": "pooling_mode_cls_token",
+    "mean": "pooling_mode_mean_tokens",
+    "last": "pooling_mode_lasttoken",
+}
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Pool token states ``[B, L, H]`` with mask ``[B, L]`` (1 = real token) into ``[B, H]``.
+
+    ``cls`` takes position 0; ``mean`` averages real tokens; ``last`` takes the last real
+    token of each row (works for left and right padding).
+    """
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "mean":
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    if pooling == "last":
+        positions = torch.arange(attention_mask.size(1), device=attention_mask.device)
+        last = (attention_mask.long() * positions).argmax(dim=1)
+        return hidden[torch.arange(hidden.size(0), device=hidden.device), last]
+    raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLING_MODES}")
+
+
+class TextEncoder(nn.Module):
+    """Embeds text with a transformer backbone.
+
+    Args:
+        name_or_path: HF hub id or local folder of a pretrained model (``AutoModel``). A
+            folder written by ``save_pretrained`` also restores pooling, normalisation and
+            max lengths unless given here.
+        config: instead of ``name_or_path``, a dict for ``AutoConfig.for_model`` (must hold
+            ``model_type``, e.g. ``bert``) to build a randomly initialised backbone.
+        tokenizer: tokenizer folder / hub id, or a WordPiece ``vocab.txt``; defaults to
+            ``name_or_path``.
+        pooling: ``cls`` (BGE), ``mean`` or ``last``.
+        normalize: L2-normalise embeddings (cosine = dot product).
+        query_max_length / passage_max_length: token limits used by data collators and
+            ``encode(..., is_query=...)``.
+        gradient_checkpointing: recompute activations in backward to save memory.
+        attn_implementation: ``sdpa`` (fused attention where transformers supports it),
+            ``eager`` or ``None`` (library default).
+        query_instruction: instruction written into the sentence-transformers config as the
+            ``query`` prompt when saving (the instruction users should prepend to queries).
+    """
+
+    def __init__(
+        self,
+        name_or_path: str | None = None,
+        config: dict[str, Any] | None = None,
+        tokenizer: str | None = None,
+        pooling: Pooling | None = None,
+        normalize: bool | None = None,
+        query_max_length: int | None = None,
+        passage_max_length: int | None = None,
+        gradient_checkpointing: bool = False,
+        attn_implementation: str | None = "sdpa",
+        query_instruction: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        super().__init__()
+        if (name_or_path is None) == (config is None):
+            raise ValueError("TextEncoder needs exactly one of `name_or_path` or `config`")
+        saved = _read_saved_settings(name_or_path) if name_or_path else {}
+        self.pooling: str = pooling or saved.get("pooling", "cls")
+        if self.pooling not in POOLING_MODES:
+            raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {POOLING_MODES}")
+        self.normalize: bool = saved.get("normalize", True) if normalize is None else normalize
+        self.query_max_length: int = query_max_length or saved.get("query_max_length", 64)
+        self.passage_max_length: int = passage_max_length or saved.get("passage_max_length", 256)
+        self.query_instruction: str | None = (
+            query_instruction if query_instruction is not None else saved.get("query_instruction")
+        )
+        kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+        if attn_implementation:
+            kwargs["attn_implementation"] = attn_implementation
+        tok_source = tokenizer or name_or_path
+        if tok_source is None:
+            raise ValueError("a model built from `config` needs a `tokenizer` (folder or vocab.txt)")
+        self.tokenizer: PreTrainedTokenizerBase = load_tokenizer(tok_source)
+        if name_or_path is not None:
+            self.backbone = _load_backbone(name_or_path, kwargs)
+        else:
+            cfg = dict(config)  # type: ignore[arg-type]
+            model_type = cfg.pop("model_type", None)
+            if model_type is None:
+                raise ValueError("`config` must name a `model_type` (for example `bert`)")
+            if cfg.get("vocab_size") is None:
+                cfg["vocab_size"] = len(self.tokenizer)
+            cfg.setdefault("pad_token_id", self.tokenizer.pad_token_id)
+            hf_config = AutoConfig.for_model(model_type, **cfg)
+            self.backbone = AutoModel.from_config(hf_config, **kwargs)
+        if len(self.tokenizer) > self.backbone.config.vocab_size:
+            raise ValueError(
+                f"tokenizer {tok_source!r} has {len(self.tokenizer)} tokens but the model's "
+                f"vocab_size is {self.backbone.config.vocab_size}"
+            )
+        if gradient_checkpointing:
+            self.set_gradient_checkpointing(True)
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **overrides: Any) -> "TextEncoder":
+        """Load a folder written by ``save_pretrained`` (or any HF / sentence-transformers model)."""
+        return cls(name_or_path=str(name_or_path), **overrides)
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Switch activation recomputation in the backbone on or off."""
+        if enabled:
+            self.backbone.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+        else:
+            self.backbone.gradient_checkpointing_disable()
+
+    @property
+    def dim(self) -> int:
+        """Embedding size H."""
+        return int(self.backbone.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ----------------------------------------------------------------- forward
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Token ids ``[B, L]`` -> embeddings ``[B, H]`` (float32 when normalised)."""
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        hidden = self.backbone(**inputs).last_hidden_state
+        emb = pool(hidden, attention_mask, self.pooling)
+        if self.normalize:
+            emb = nn.functional.normalize(emb.float(), p=2, dim=-1)
+        return emb
+
+    def tokenize(self, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
+        """Tokenise with truncation to ``max_length`` and padding to the longest row."""
+        return dict(
+            self.tokenizer(
+                list(texts),
+                max_length=max_length,
+                truncation=True,
+                padding=True,
+                return_tensors="pt",
+            )
+        )
+
+    @torch.no_grad()
+    def encode(
+        self,
+        texts: Sequence[str],
+        batch_size: int = 64,
+        instruction: str | None = None,
+        max_length: int | None = None,
+        is_query: bool = False,
+        convert_to_numpy: bool = True,
+        show_progress_bar: bool = False,
+        device: str | torch.device | None = None,
+    ) -> np.ndarray | torch.Tensor:
+        """Embed ``texts`` for inference: ``[N, H]`` float32 (numpy, or a CPU tensor).
+
+        No gradients, eval mode (restored afterwards). Texts are processed longest first
+        so batches carry little padding; the output keeps the input order. ``instruction``
+        is prepended to every text. ``max_length`` defaults to the query or passage limit.
+        """
+        texts = list(texts)
+        if instruction:
+            texts = [instruction + t for t in texts]
+        limit = max_length or (self.query_max_length if is_query else self.passage_max_length)
+        was_training = self.training
+        self.eval()
+        if device is not None:
+            self.to(device)
+        target = self.device
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out = torch.empty(len(texts), self.dim, dtype=torch.float32)
+        try:
+            for start in tqdm(
+                range(0, len(texts), batch_size),
+                desc="encode",
+                disable=not show_progress_bar,
+                leave=False,
+            ):
+                idx = order[start : start + batch_size]
+                batch = self.tokenize([texts[i] for i in idx], limit)
+                batch = {k: v.to(target) for k, v in batch.items()}
+                out[torch.as_tensor(idx)] = self(**batch).float().cpu()
+        finally:
+            self.train(was_training)
+        return out.numpy() if convert_to_numpy else out
+
+    # ----------------------------------------------------------------- saving
+    def save_pretrained(self, save_dir: str | os.PathLike) -> Path:
+        """Write HF weights (safetensors), the tokenizer and sentence-transformers files.
+
+        Result: ``AutoModel.from_pretrained(dir)``, ``SentenceTransformer(dir)`` and
+        ``TextEncoder.from_pretrained(dir)`` all load it, and the last two give equal
+        embeddings.
+        """
+        out = Path(save_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(out, safe_serialization=True)
+        self.tokenizer.save_pretrained(out)
+        settings = {
+            "pooling": self.pooling,
+            "normalize": self.normalize,
+            "query_max_length": self.query_max_length,
+            "passage_max_length": self.passage_max_length,
+            "query_instruction": self.query_instruction,
+        }
+        _write_json(out / CTEM_CONFIG_NAME, settings)
+        _write_sentence_transformers_files(out, self)
+        return out
+
+
+# --------------------------------------------------------------------------- helpers
+def _load_backbone(name_or_path: str, kwargs: dict[str, Any]) -> nn.Module:
+    try:
+        return AutoModel.from_pretrained(name_or_path, **kwargs)
+    except ValueError as err:  # attention implementation not supported by this architecture
+        if "attn_implementation" in kwargs and "attn" in str(err).lower():
+            kwargs = {k: v for k, v in kwargs.items() if k != "attn_implementation"}
+            return AutoModel.from_pretrained(name_or_path, **kwargs)
+        raise
+
+
+def _read_saved_settings(name_or_path: str) -> dict[str, Any]:
+    """Pooling / normalisation / lengths saved by ctem or by sentence-transformers."""
+    root = Path(name_or_path)
+    if not root.is_dir():
+        return {}
+    ctem_file = root / CTEM_CONFIG_NAME
+    if ctem_file.is_file():
+        return json.loads(ctem_file.read_text(encoding="utf-8"))
+    settings: dict[str, Any] = {}
+    modules_file = root / "modules.json"
+    if modules_file.is_file():
+        modules = json.loads(modules_file.read_text(encoding="utf-8"))
+        settings["normalize"] = any("Normalize" in m.get("type", "") for m in modules)
+        for m in modules:
+            if "Pooling" in m.get("type", ""):
+                pooling_cfg = json.loads((root / m["path"] / "config.json").read_text("utf-8"))
+                settings["pooling"] = _pooling_from_st_config(pooling_cfg)
+    return settings
+
+
+def _pooling_from_st_config(cfg: dict[str, Any]) -> str:
+    if "pooling_mode" in cfg:  # sentence-transformers >= 6 layout
+        mode = {"lasttoken": "last", "mean_tokens": "mean"}.get(cfg["pooling_mode"], cfg["pooling_mode"])
+    else:
+        mode = next((name for name, flag in _ST_POOLING_FLAGS.items() if cfg.get(flag)), "")
+    if mode not in POOLING_MODES:
+        raise ValueError(f"sentence-transformers pooling {cfg} is not supported by ctem")
+    return mode
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _write_sentence_transformers_files(out: Path, encoder: TextEncoder) -> None:
+    """The classic sentence-transformers layout, read by its versions 2 to 6."""
+    from ctem import __version__
+
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    if encoder.normalize:
+        modules.append(
+            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
+        )
+        (out / "2_Normalize").mkdir(exist_ok=True)
+    _write_json(out / "modules.json", modules)
+    max_len = max(encoder.query_max_length, encoder.passage_max_length)
+    _write_json(out / "sentence_bert_config.json", {"max_seq_length": max_len, "do_lower_case": False})
+    pooling_cfg = {"word_embedding_dimension": encoder.dim}
+    for name, flag in _ST_POOLING_FLAGS.items():
+        pooling_cfg[flag] = encoder.pooling == name
+    pooling_cfg.update(
+        pooling_mode_max_tokens=False,
+        pooling_mode_mean_sqrt_len_tokens=False,
+        pooling_mode_weightedmean_tokens=False,
+        include_prompt=True,
+    )
+    (out / "1_Pooling").mkdir(exist_ok=True)
+    _write_json(out / "1_Pooling" / "config.json", pooling_cfg)
+    _write_json(
+        out / "config_sentence_transformers.json",
+        {
+            "__version__": {"ctem": __version__, "pytorch": torch.__version__},
+            "prompts": {"query": encoder.query_instruction or "", "document": ""},
+            "default_prompt_name": None,
+            "similarity_fn_name": "cosine" if encoder.normalize else "dot",
+        },
+    )

@@ -1,0 +1,95 @@
+"""`BiEncoderModule`: contrastive training of a shared query/passage encoder."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from ctem.distributed import all_gather_with_grad, rank_and_world
+from ctem.encoder import TextEncoder
+from ctem.losses import InfoNCELoss, InfoNCEOutput
+from ctem.optim import OptimizerConfig, build_optimizer_and_scheduler
+
+
+class BiEncoderModule(L.LightningModule):
+    """Trains ``encoder`` with ``loss`` on batches of the ``PairDataModule`` layout.
+
+    Queries and passages share one encoder. With ``negatives_cross_device`` every rank
+    scores its queries against the passages of all ranks (``all_gather_with_grad``), which
+    makes the effective batch ``world_size * batch_size`` with exact gradients.
+
+    Logs ``train/loss``, ``train/accuracy`` (in-batch top-1: the positive scores highest),
+    ``train/lr``, ``train/samples_per_s`` and ``train/tokens_per_s`` (global, all ranks).
+    At the end of ``fit`` rank 0 writes ``final_model_dir`` with ``save_pretrained``.
+
+    Args:
+        encoder: the ``TextEncoder`` to train.
+        loss: an ``InfoNCELoss``.
+        optimizer: AdamW and learning-rate schedule settings.
+        negatives_cross_device: share passages across ranks as negatives.
+        final_model_dir: where to write the trained encoder (``None``: nowhere).
+    """
+
+    def __init__(
+        self,
+        encoder: TextEncoder,
+        loss: InfoNCELoss,
+        optimizer: OptimizerConfig | dict[str, Any] | None = None,
+        negatives_cross_device: bool = False,
+        final_model_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.loss_fn = loss
+        self.optimizer_config = OptimizerConfig.from_any(optimizer)
+        self.negatives_cross_device = negatives_cross_device
+        self.final_model_dir = final_model_dir
+        self.save_hyperparameters(ignore=["encoder", "loss"])
+        self._last_step_time: float | None = None
+
+    # ------------------------------------------------------------------ loss
+    def contrastive_loss(self, q: torch.Tensor, p: torch.Tensor, group_size: int) -> InfoNCEOutput:
+        """InfoNCE of local query embeddings ``[B, H]`` against local (or, cross-device,
+        all ranks') passage embeddings ``[B * G, H]``."""
+        if self.negatives_cross_device:
+            rank, _ = rank_and_world()
+            return self.loss_fn(q, all_gather_with_grad(p), group_size, query_offset=rank * q.size(0))
+        return self.loss_fn(q, p, group_size)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        q = self.encoder(**batch["query"])
+        p = self.encoder(**batch["passages"])
+        out = self.contrastive_loss(q, p, batch["group_size"])
+        self.log_step(out, batch)
+        return out.loss
+
+    def log_step(self, out: InfoNCEOutput, batch: dict[str, Any], prefix: str = "train") -> None:
+        """Loss, top-1 accuracy, learning rate and throughput of one step."""
+        size = batch["query"]["input_ids"].size(0)
+        accuracy = (out.scores.argmax(dim=1) == out.targets).float().mean()
+        self.log(f"{prefix}/loss", out.loss.detach(), prog_bar=True, batch_size=size, sync_dist=False)
+        self.log(f"{prefix}/accuracy", accuracy, batch_size=size)
+        if self.trainer is not None and self.trainer.optimizers:
+            self.log(f"{prefix}/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=size)
+        now = time.perf_counter()
+        if self._last_step_time is not None:
+            seconds = max(now - self._last_step_time, 1e-9)
+            tokens = int(batch["query"]["attention_mask"].sum() + batch["passages"]["attention_mask"].sum())
+            world = self.trainer.world_size if self.trainer is not None else 1
+            self.log(f"{prefix}/samples_per_s", size * world / seconds, batch_size=size)
+            self.log(f"{prefix}/tokens_per_s", tokens * world / seconds, batch_size=size)
+        self._last_step_time = now
+
+    # ------------------------------------------------------------------ optim
+    def configure_optimizers(self) -> Any:
+        return build_optimizer_and_scheduler(self, self.optimizer_config, self.trainer.estimated_stepping_batches)
+
+    # ------------------------------------------------------------------ export
+    def on_fit_end(self) -> None:
+        if self.final_model_dir and self.trainer.is_global_zero:
+            path = self.encoder.save_pretrained(Path(self.final_model_dir))
+            print(f"[ctem] final model written to {path}")
