@@ -359,6 +359,42 @@ class PairDataModule(L.LightningDataModule):
             raise ValueError(f"no valid training rows in {self.train_files or self.hub_dataset}")
         self.train_dataset = PairDataset(rows, self.train_group_size, self.seed, self.query_instruction)
 
+    # ------------------------------------------------------------ negatives refresh
+    def mining_rows(self) -> list[dict[str, Any]]:
+        """Training rows in dataset order, for hard-negative mining: ``query`` (with its
+        instruction), ``pos`` and ``neg`` lists. Not available when streaming."""
+        dataset = self._map_style_dataset()
+        instruction = dataset.query_instruction
+        return [
+            {"query": with_instruction(q, prompt, instruction), "pos": list(pos), "neg": list(neg)}
+            for q, prompt, pos, neg in zip(
+                dataset.rows["query"], dataset.rows["prompt"], dataset.rows["pos"], dataset.rows["neg"]
+            )
+        ]
+
+    def set_negatives(self, negatives: Sequence[Sequence[str]]) -> None:
+        """Replace every row's ``neg`` list (in ``mining_rows`` order) without restarting.
+
+        Takes effect at the next batch with ``num_workers=0``; with worker processes at the
+        next epoch only if workers are not persistent.
+        """
+        dataset = self._map_style_dataset()
+        if len(negatives) != len(dataset.rows):
+            raise ValueError(f"got negatives for {len(negatives)} rows, the data has {len(dataset.rows)}")
+        need = self.train_group_size - 1
+        short = [i for i, negs in enumerate(negatives) if len(negs) < min(need, 1)]
+        if short:
+            raise ValueError(f"{len(short)} row(s) (first: row {short[0]}) got no negatives; group size needs {need}")
+        rows = dataset.rows.remove_columns("neg")
+        dataset.rows = rows.add_column("neg", [list(n) for n in negatives], feature=_FEATURES["neg"])
+
+    def _map_style_dataset(self) -> PairDataset:
+        if self.train_dataset is None:
+            self.setup("fit")
+        if not isinstance(self.train_dataset, PairDataset):
+            raise ValueError("hard-negative mining needs the map-style dataset (data.streaming=false)")
+        return self.train_dataset
+
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
         if trainer is not None:
