@@ -1,0 +1,160 @@
+"""``CMTEBEvalCallback``: evaluate the encoder being trained on C-MTEB-style tasks.
+
+Every ``every_n_steps`` optimizer steps and/or at the end of every training epoch, the
+callback borrows ``pl_module.encoder`` (a ``ctem.TextEncoder``), evaluates it on the
+configured local tasks and logs ``cmteb/<task>/<metric>``, ``cmteb/<type>`` (per-type mean
+of main scores) and ``cmteb/average`` to every logger (and to ``trainer.callback_metrics``
+so ``ModelCheckpoint(monitor="cmteb/average")`` works too). Under DDP every rank encodes
+its share of the texts and the embeddings are gathered; all ranks compute the same scores.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from ctem.evaluation import (
+    BGE_ZH_QUERY_INSTRUCTION,
+    CMTEBEvaluator,
+    EncoderAdapter,
+    EvalSettings,
+    TaskResult,
+    averages,
+    load_local_tasks,
+)
+
+log = logging.getLogger(__name__)
+
+
+class CMTEBEvalCallback(Callback):
+    """Periodic C-MTEB evaluation during training.
+
+    Args:
+        tasks_dir: folder of local task folders (``../shared/data`` layout).
+        tasks / task_types: task names / types to use (``None``: all).
+        every_n_steps: evaluate every N optimizer steps (``None``: never by steps).
+        on_epoch_end: evaluate at the end of every training epoch.
+        instructions / query_instruction / instruction_task_types / task_instructions:
+            query instructions, as in :class:`ctem.evaluation.EvalSettings`.
+        batch_size / max_length: encoding batch and token limit (``None``: the encoder's
+            passage limit).
+        metrics: which scores of each task to log (``None``: all of them; the main score
+            is always logged).
+        save_best: when ``cmteb/average`` improves, save the encoder
+            (``save_pretrained``) to ``best_dir`` and a Lightning checkpoint
+            ``best_dir/best.ckpt``.
+        best_dir: folder for ``save_best`` (``None``: ``<trainer.default_root_dir>/best_cmteb``).
+        settings: extra :class:`EvalSettings` fields (``k_values``, ``n_experiments`` ...).
+    """
+
+    def __init__(
+        self,
+        tasks_dir: str,
+        tasks: Sequence[str] | None = None,
+        task_types: Sequence[str] | None = None,
+        every_n_steps: int | None = None,
+        on_epoch_end: bool = True,
+        instructions: bool = True,
+        query_instruction: str = BGE_ZH_QUERY_INSTRUCTION,
+        instruction_task_types: Sequence[str] = ("Retrieval", "Reranking"),
+        task_instructions: dict[str, str | None] | None = None,
+        batch_size: int = 64,
+        max_length: int | None = None,
+        metrics: Sequence[str] | None = None,
+        save_best: bool = False,
+        best_dir: str | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        if every_n_steps is not None and every_n_steps <= 0:
+            raise ValueError(f"every_n_steps must be positive or null, got {every_n_steps}")
+        self.tasks = load_local_tasks(tasks_dir, tasks, task_types)
+        self.settings = EvalSettings(
+            instructions=instructions,
+            query_instruction=query_instruction,
+            instruction_task_types=tuple(instruction_task_types),
+            task_instructions=dict(task_instructions or {}),
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in (settings or {}).items()},
+        )
+        self.every_n_steps = every_n_steps
+        self.eval_on_epoch_end = on_epoch_end
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.metrics = None if metrics is None else set(metrics)
+        self.save_best = save_best
+        self.best_dir = best_dir
+        self.best_average = float("-inf")
+        self.last_results: list[TaskResult] = []
+        self._adapter: EncoderAdapter | None = None
+        self._last_step = -1
+
+    # ------------------------------------------------------------------ hooks
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and step != self._last_step:
+            self.evaluate(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.eval_on_epoch_end and trainer.global_step != self._last_step:
+            self.evaluate(trainer, pl_module)
+
+    # ------------------------------------------------------------------ work
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        """Evaluate now (on every rank); log and return the metrics."""
+        self._last_step = trainer.global_step
+        adapter = self._encoder_adapter(trainer, pl_module)
+        results = CMTEBEvaluator(self.tasks, self.settings).run(adapter)
+        self.last_results = results
+        metrics = self._metrics(results)
+        for name, value in metrics.items():
+            trainer.callback_metrics[name] = torch.tensor(value)
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=trainer.global_step)
+            log.info("C-MTEB at step %d: average %.4f", trainer.global_step, metrics["cmteb/average"])
+        if self.save_best and metrics["cmteb/average"] > self.best_average:
+            self._save_best(trainer, pl_module)
+        self.best_average = max(self.best_average, metrics["cmteb/average"])
+        return metrics
+
+    def _encoder_adapter(self, trainer: L.Trainer, pl_module: L.LightningModule) -> EncoderAdapter:
+        encoder = pl_module.encoder
+        if self._adapter is None or self._adapter.encoder is not encoder:
+            world = trainer.world_size
+            self._adapter = EncoderAdapter(
+                encoder,
+                batch_size=self.batch_size,
+                max_length=self.max_length,
+                rank=trainer.global_rank,
+                world_size=world,
+                all_gather=(lambda t: trainer.strategy.all_gather(t)) if world > 1 else None,
+            )
+        return self._adapter
+
+    def _metrics(self, results: list[TaskResult]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for r in results:
+            for metric, value in r.scores.items():
+                if self.metrics is None or metric in self.metrics or metric == r.main_metric:
+                    out[f"cmteb/{r.task}/{metric}"] = float(value)
+        for key, value in averages(results).items():
+            out[f"cmteb/{key}"] = float(value)
+        return out
+
+    def _save_best(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        folder = Path(self.best_dir or Path(trainer.default_root_dir) / "best_cmteb")
+        trainer.save_checkpoint(folder / "best.ckpt")  # collective under DDP
+        if trainer.is_global_zero:
+            pl_module.encoder.save_pretrained(folder)
+            log.info("new best cmteb/average: encoder saved to %s", folder)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_average": self.best_average}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best_average = state_dict.get("best_average", float("-inf"))

@@ -1,0 +1,88 @@
+"""``ctem-eval``: evaluate a model on C-MTEB-style tasks and write the results.
+
+``ctem-eval model_path=DIR tasks_dir=DIR output_dir=DIR [tasks=[..]] [task_types=[..]]
+[instructions=false] [batch_size=N]``; see ``conf/eval.yaml``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ctem import TextEncoder, __version__
+from ctem.config import config_dir, register_resolvers
+from ctem.evaluation import (
+    CMTEBEvaluator,
+    EncoderAdapter,
+    EvalSettings,
+    Task,
+    TaskResult,
+    load_hub_tasks,
+    load_local_tasks,
+    write_summary,
+    write_task_json,
+)
+
+log = logging.getLogger("ctem.eval")
+
+
+def settings_from_config(cfg: DictConfig) -> EvalSettings:
+    """:class:`EvalSettings` from the instruction fields and ``settings`` of ``cfg``."""
+    extra: dict[str, Any] = OmegaConf.to_container(cfg.settings, resolve=True)  # type: ignore[assignment]
+    return EvalSettings(
+        instructions=cfg.instructions,
+        query_instruction=cfg.query_instruction,
+        instruction_task_types=tuple(cfg.instruction_task_types),
+        task_instructions=dict(cfg.task_instructions or {}),
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in extra.items()},
+    )
+
+
+def load_tasks(cfg: DictConfig) -> list[Task]:
+    """Local task folders, or the official tasks from the hub when ``tasks_dir`` is null."""
+    names = list(cfg.tasks) if cfg.tasks else None
+    types = list(cfg.task_types) if cfg.task_types else None
+    if cfg.tasks_dir:
+        return load_local_tasks(cfg.tasks_dir, names, types)
+    return load_hub_tasks(names, types, cfg.hub_cache_dir)
+
+
+def run(cfg: DictConfig) -> list[TaskResult]:
+    """Evaluate ``cfg.model_path`` on the selected tasks; write JSONs and the summary."""
+    tasks = load_tasks(cfg)
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    encoder = TextEncoder.from_pretrained(cfg.model_path).to(device)
+    model_name = cfg.model_name or Path(str(cfg.model_path).rstrip("/")).name
+    out_dir = Path(cfg.output_dir)
+    adapter = EncoderAdapter(
+        encoder, batch_size=cfg.batch_size, max_length=cfg.max_length, show_progress=cfg.progress
+    )
+
+    def start(task: Task) -> None:
+        adapter.progress_label = f"{task.name} ({task.type})"
+
+    def end(result: TaskResult) -> None:
+        write_task_json(result, out_dir, model_name, __version__)
+        print(f"[ctem-eval] {result.task:<24} {result.main_metric:<16} {100 * result.main_score:6.2f}  ({result.seconds:.1f}s)", flush=True)
+
+    results = CMTEBEvaluator(tasks, settings_from_config(cfg)).run(adapter, start, end)
+    print("\n" + write_summary(results, out_dir, model_name, encoder.dim))
+    print(f"[ctem-eval] results in {out_dir.resolve()}")
+    return results
+
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

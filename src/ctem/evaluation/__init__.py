@@ -1,0 +1,45 @@
+"""C-MTEB evaluation: tasks, one evaluator per task type, a runner and reports.
+
+Evaluators see only an ``encode(texts, instruction=None) -> float32 [N, D]`` callable;
+:class:`~ctem.evaluation.encoding.EncoderAdapter` builds one from a ``TextEncoder``.
+"""
+
+from ctem.evaluation.encoding import EncoderAdapter
+from ctem.evaluation.registry import CMTEB_TASKS, HubTaskSpec, load_hub_task, load_hub_tasks
+from ctem.evaluation.report import write_summary, write_task_json
+from ctem.evaluation.runner import (
+    BGE_ZH_QUERY_INSTRUCTION,
+    CMTEBEvaluator,
+    EvalSettings,
+    TaskResult,
+    averages,
+)
+from ctem.evaluation.tasks import (
+    TASK_TYPES,
+    Task,
+    TaskFormatError,
+    load_local_task,
+    load_local_tasks,
+    select_local_tasks,
+)
+
+__all__ = [
+    "BGE_ZH_QUERY_INSTRUCTION",
+    "CMTEBEvaluator",
+    "CMTEB_TASKS",
+    "EncoderAdapter",
+    "EvalSettings",
+    "HubTaskSpec",
+    "TASK_TYPES",
+    "Task",
+    "TaskFormatError",
+    "TaskResult",
+    "averages",
+    "load_hub_task",
+    "load_hub_tasks",
+    "load_local_task",
+    "load_local_tasks",
+    "select_local_tasks",
+    "write_summary",
+    "write_task_json",
+]

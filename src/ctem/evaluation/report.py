@@ -1,0 +1,90 @@
+"""Results on disk: one JSON per task, and the summary table in the C-Pack Table 2 layout.
+
+Table 2 columns: Model, Dim, Retrieval, STS, Pair CLF, CLF, Re-rank, Cluster, Avg (scores
+x100, two decimals). The header row carries the number of tasks per type.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence
+
+from ctem.evaluation.runner import TaskResult, averages
+from ctem.evaluation.tasks import TASK_TYPES
+
+TABLE2_LABELS: dict[str, str] = {
+    "Retrieval": "Retrieval",
+    "STS": "STS",
+    "PairClassification": "Pair CLF",
+    "Classification": "CLF",
+    "Reranking": "Re-rank",
+    "Clustering": "Cluster",
+}
+
+
+def task_record(result: TaskResult, model: str, ctem_version: str) -> dict[str, Any]:
+    """The JSON record of one task."""
+    record = asdict(result)
+    record.update(model=model, ctem_version=ctem_version)
+    return record
+
+
+def write_task_json(result: TaskResult, out_dir: str | Path, model: str, ctem_version: str) -> Path:
+    """Write ``out_dir/<task>.json``."""
+    path = Path(out_dir) / f"{result.task}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(task_record(result, model, ctem_version), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def summary_rows(results: Sequence[TaskResult], model: str, dim: int | None) -> list[list[str]]:
+    """Header and one model row: Model, Dim, one column per type, Avg (x100)."""
+    avg = averages(results)
+    counts = {t: sum(r.type == t for r in results) for t in TASK_TYPES}
+    header = ["Model", "Dim"] + [f"{TABLE2_LABELS[t]} ({counts[t]})" for t in TASK_TYPES] + [f"Avg ({len(results)})"]
+    row = [model, "" if dim is None else str(dim)]
+    row += [f"{100 * avg[t]:.2f}" if t in avg else "-" for t in TASK_TYPES]
+    row.append(f"{100 * avg['average']:.2f}")
+    return [header, row]
+
+
+def task_rows(results: Sequence[TaskResult]) -> list[list[str]]:
+    """Header and one row per task: Task, Type, Metric, Score (x100), Seconds."""
+    rows = [["Task", "Type", "Metric", "Score", "Seconds"]]
+    for r in sorted(results, key=lambda r: (TASK_TYPES.index(r.type), r.task)):
+        rows.append([r.task, r.type, r.main_metric, f"{100 * r.main_score:.2f}", f"{r.seconds:.1f}"])
+    return rows
+
+
+def to_markdown(rows: list[list[str]]) -> str:
+    """A GitHub Markdown table; the first row is the header."""
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "|".join("---" for _ in rows[0]) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: list[list[str]]) -> str:
+    """CSV text; the first row is the header."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
+
+
+def write_summary(
+    results: Sequence[TaskResult], out_dir: str | Path, model: str, dim: int | None
+) -> str:
+    """Write ``summary.md`` (Table 2 layout + per-task table), ``summary.csv`` and
+    ``tasks.csv``; return the Markdown text."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table = summary_rows(results, model, dim)
+    per_task = task_rows(results)
+    markdown = to_markdown(table) + "\n" + to_markdown(per_task)
+    (out / "summary.md").write_text(markdown, encoding="utf-8")
+    (out / "summary.csv").write_text(to_csv(table), encoding="utf-8")
+    (out / "tasks.csv").write_text(to_csv(per_task), encoding="utf-8")
+    return markdown

@@ -1,0 +1,157 @@
+"""Run a list of tasks with one ``encode`` function; average the main scores.
+
+Averages follow the C-Pack paper's Table 2: the mean main score per task type, and the
+overall average over all tasks (not over types).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from ctem.evaluation.evaluators import (
+    EncodeFn,
+    evaluate_classification,
+    evaluate_clustering,
+    evaluate_pair_classification,
+    evaluate_reranking,
+    evaluate_retrieval,
+    evaluate_sts,
+)
+from ctem.evaluation.evaluators.retrieval import DEFAULT_K_VALUES
+from ctem.evaluation.tasks import TASK_TYPES, Task
+
+BGE_ZH_QUERY_INSTRUCTION = "为这个句子生成表示以用于检索相关文章："
+
+
+@dataclass
+class EvalSettings:
+    """Evaluator knobs shared by all tasks (a task's ``params`` override the last five).
+
+    Attributes:
+        instructions: prepend query instructions at all (False: no instruction anywhere).
+        query_instruction: instruction for queries of ``instruction_task_types``.
+        instruction_task_types: task types whose queries get ``query_instruction``.
+        task_instructions: per task name, an instruction replacing the default
+            (``None`` or ``""`` means no instruction for that task).
+        k_values: retrieval cut-offs; the search keeps ``max(k_values)`` documents.
+        retrieval_chunk_size: queries per similarity matrix product.
+        mrr_k: reranking MRR cut-off.
+        n_experiments / samples_per_label / max_iter: classification protocol.
+        clustering_batch_size: mini-batch k-means batch size.
+        seed: seed of classification undersampling, logistic regression and k-means.
+    """
+
+    instructions: bool = True
+    query_instruction: str = BGE_ZH_QUERY_INSTRUCTION
+    instruction_task_types: tuple[str, ...] = ("Retrieval", "Reranking")
+    task_instructions: dict[str, str | None] = field(default_factory=dict)
+    k_values: tuple[int, ...] = DEFAULT_K_VALUES
+    retrieval_chunk_size: int = 1024
+    mrr_k: int = 10
+    n_experiments: int = 10
+    samples_per_label: int = 32
+    max_iter: int = 100
+    clustering_batch_size: int = 500
+    seed: int = 42
+
+    def instruction_for(self, task: Task) -> str | None:
+        """The query instruction a task uses, or ``None``."""
+        if not self.instructions:
+            return None
+        if task.name in self.task_instructions:
+            return self.task_instructions[task.name] or None
+        return self.query_instruction if task.type in self.instruction_task_types else None
+
+
+@dataclass
+class TaskResult:
+    """Scores of one task; ``main_score`` is the value of ``scores[main_metric]``."""
+
+    task: str
+    type: str
+    main_metric: str
+    main_score: float
+    scores: dict[str, float]
+    seconds: float
+    instruction: str | None
+
+
+def evaluate_task(encode: EncodeFn, task: Task, settings: EvalSettings) -> dict[str, float]:
+    """All scores of one task."""
+    def knob(name: str) -> Any:
+        return task.params.get(name, getattr(settings, name))
+
+    instruction = settings.instruction_for(task)
+    if task.type == "Retrieval":
+        return evaluate_retrieval(encode, task.data, instruction, settings.k_values, settings.retrieval_chunk_size)
+    if task.type == "Reranking":
+        return evaluate_reranking(encode, task.data, instruction, settings.mrr_k)
+    if task.type == "STS":
+        return evaluate_sts(encode, task.data)
+    if task.type == "PairClassification":
+        return evaluate_pair_classification(encode, task.data)
+    if task.type == "Classification":
+        return evaluate_classification(
+            encode,
+            task.data,
+            n_experiments=knob("n_experiments"),
+            samples_per_label=knob("samples_per_label"),
+            max_iter=knob("max_iter"),
+            seed=knob("seed"),
+        )
+    if task.type == "Clustering":
+        return evaluate_clustering(encode, task.data, knob("clustering_batch_size"), knob("seed"))
+    raise ValueError(f"task {task.name}: unknown type {task.type!r}")
+
+
+class CMTEBEvaluator:
+    """Evaluates an ``encode`` function on a fixed list of tasks."""
+
+    def __init__(self, tasks: Sequence[Task], settings: EvalSettings | None = None) -> None:
+        if not tasks:
+            raise ValueError("CMTEBEvaluator needs at least one task")
+        self.tasks = list(tasks)
+        self.settings = settings or EvalSettings()
+
+    def run(
+        self,
+        encode: EncodeFn,
+        on_task_start: Callable[[Task], None] | None = None,
+        on_task_end: Callable[[TaskResult], None] | None = None,
+    ) -> list[TaskResult]:
+        """Evaluate every task in order; the hooks see each task before and after."""
+        results = []
+        for task in self.tasks:
+            if on_task_start:
+                on_task_start(task)
+            start = time.perf_counter()
+            scores = evaluate_task(encode, task, self.settings)
+            if task.main_score not in scores:
+                raise KeyError(f"task {task.name}: main score {task.main_score!r} not among {sorted(scores)}")
+            result = TaskResult(
+                task.name,
+                task.type,
+                task.main_score,
+                scores[task.main_score],
+                scores,
+                time.perf_counter() - start,
+                self.settings.instruction_for(task),
+            )
+            results.append(result)
+            if on_task_end:
+                on_task_end(result)
+        return results
+
+
+def averages(results: Sequence[TaskResult]) -> dict[str, float]:
+    """Mean main score per task type present (in Table 2 order) and ``average`` over tasks."""
+    out: dict[str, float] = {}
+    for task_type in TASK_TYPES:
+        values = [r.main_score for r in results if r.type == task_type]
+        if values:
+            out[task_type] = sum(values) / len(values)
+    if results:
+        out["average"] = sum(r.main_score for r in results) / len(results)
+    return out
