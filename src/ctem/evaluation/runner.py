@@ -34,7 +34,8 @@ class EvalSettings:
         query_instruction: instruction for queries of ``instruction_task_types``.
         instruction_task_types: task types whose queries get ``query_instruction``.
         task_instructions: per task name, an instruction replacing the default
-            (``None`` or ``""`` means no instruction for that task).
+            (``None`` or ``""`` means none). On retrieval / reranking tasks it applies to
+            queries only; on the other types to every text.
         k_values: retrieval cut-offs; the search keeps ``max(k_values)`` documents.
         retrieval_chunk_size: queries per similarity matrix product.
         mrr_k: reranking MRR cut-off.
@@ -89,9 +90,9 @@ def evaluate_task(encode: EncodeFn, task: Task, settings: EvalSettings) -> dict[
     if task.type == "Reranking":
         return evaluate_reranking(encode, task.data, instruction, settings.mrr_k)
     if task.type == "STS":
-        return evaluate_sts(encode, task.data)
+        return evaluate_sts(encode, task.data, instruction)
     if task.type == "PairClassification":
-        return evaluate_pair_classification(encode, task.data)
+        return evaluate_pair_classification(encode, task.data, instruction)
     if task.type == "Classification":
         return evaluate_classification(
             encode,
@@ -100,9 +101,10 @@ def evaluate_task(encode: EncodeFn, task: Task, settings: EvalSettings) -> dict[
             samples_per_label=knob("samples_per_label"),
             max_iter=knob("max_iter"),
             seed=knob("seed"),
+            instruction=instruction,
         )
     if task.type == "Clustering":
-        return evaluate_clustering(encode, task.data, knob("clustering_batch_size"), knob("seed"))
+        return evaluate_clustering(encode, task.data, knob("clustering_batch_size"), knob("seed"), instruction)
     raise ValueError(f"task {task.name}: unknown type {task.type!r}")
 
 

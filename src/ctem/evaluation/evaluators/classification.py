@@ -74,11 +74,13 @@ def evaluate_classification(
     samples_per_label: int = 32,
     max_iter: int = 100,
     seed: int = 42,
+    instruction: str | None = None,
 ) -> dict[str, float]:
-    """Encode only the training texts some experiment uses, plus the evaluation split."""
+    """Encode (with ``instruction``) the training texts some experiment uses and the
+    evaluation split; run the experiments."""
     runs = undersample_indices(data.train_labels, n_experiments, samples_per_label, seed)
     used = sorted(set().union(*runs))
-    emb = encode_unique(encode, [data.train_texts[i] for i in used] + data.test_texts)
+    emb = encode_unique(encode, [data.train_texts[i] for i in used] + data.test_texts, instruction)
     train_emb = np.zeros((len(data.train_texts), emb.shape[1]), dtype=np.float32)
     train_emb[used] = emb[: len(used)]
     return classification_scores(

@@ -30,13 +30,18 @@ def cluster_v_measure(
 
 
 def evaluate_clustering(
-    encode: EncodeFn, data: ClusteringData, batch_size: int = 500, seed: int = 42
+    encode: EncodeFn,
+    data: ClusteringData,
+    batch_size: int = 500,
+    seed: int = 42,
+    instruction: str | None = None,
 ) -> dict[str, float]:
-    """Mean and standard deviation of the V-measure over the task's sets."""
+    """Mean and standard deviation of the V-measure over the task's sets (texts encoded
+    with ``instruction``)."""
     scores = []
     for texts, labels in data.sets:
         if len(set(labels)) <= 1:
             scores.append(1.0)
             continue
-        scores.append(cluster_v_measure(encode_unique(encode, texts), labels, batch_size, seed))
+        scores.append(cluster_v_measure(encode_unique(encode, texts, instruction), labels, batch_size, seed))
     return {"v_measure": float(np.mean(scores)), "v_measure_std": float(np.std(scores))}

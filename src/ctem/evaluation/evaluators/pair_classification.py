@@ -89,10 +89,12 @@ def pair_classification_scores(
     return out
 
 
-def evaluate_pair_classification(encode: EncodeFn, data: SentencePairs) -> dict[str, float]:
-    """Encode both sides (each distinct sentence once) and score the pairs."""
+def evaluate_pair_classification(
+    encode: EncodeFn, data: SentencePairs, instruction: str | None = None
+) -> dict[str, float]:
+    """Encode both sides (each distinct sentence once, with ``instruction``); score the pairs."""
     n = len(data.sentences1)
-    emb = encode_unique(encode, data.sentences1 + data.sentences2)
+    emb = encode_unique(encode, data.sentences1 + data.sentences2, instruction)
     return pair_classification_scores(emb[:n], emb[n:], np.asarray(data.scores))
 
 

@@ -31,8 +31,8 @@ def sts_scores(emb1: np.ndarray, emb2: np.ndarray, gold: np.ndarray) -> dict[str
     return out
 
 
-def evaluate_sts(encode: EncodeFn, data: SentencePairs) -> dict[str, float]:
-    """Encode both sides (each distinct sentence once) and score the pairs."""
+def evaluate_sts(encode: EncodeFn, data: SentencePairs, instruction: str | None = None) -> dict[str, float]:
+    """Encode both sides (each distinct sentence once, with ``instruction``); score the pairs."""
     n = len(data.sentences1)
-    emb = encode_unique(encode, data.sentences1 + data.sentences2)
+    emb = encode_unique(encode, data.sentences1 + data.sentences2, instruction)
     return sts_scores(emb[:n], emb[n:], np.asarray(data.scores, dtype=np.float64))

@@ -1,0 +1,106 @@
+"""Local task folders (format, errors naming file:line:field) and the official registry."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from ctem.evaluation import CMTEB_TASKS, TaskFormatError, load_local_task, load_local_tasks, select_local_tasks
+from ctem.evaluation.data import RetrievalData
+
+SHARED = Path(os.environ.get("CTEM_SHARED_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
+DEV = SHARED / "eval" / "cmteb-dev"
+
+
+def write_task(root: Path, name: str, task_type: str, files: dict[str, list]) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "task.json").write_text(json.dumps({"name": name, "type": task_type}), encoding="utf-8")
+    for file, rows in files.items():
+        lines = [r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in rows]
+        (folder / file).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def test_load_each_type(tmp_path: Path) -> None:
+    write_task(tmp_path, "S", "STS", {"test.jsonl": [{"sentence1": "a", "sentence2": "b", "score": 1.5}]})
+    write_task(tmp_path, "P", "PairClassification", {"test.jsonl": [{"sentence1": "a", "sentence2": "b", "label": 1}]})
+    write_task(tmp_path, "C", "Classification", {"train.jsonl": [{"text": "x", "label": "pos"}], "test.jsonl": [{"text": "y", "label": "neg"}]})
+    write_task(tmp_path, "K", "Clustering", {"test.jsonl": [{"text": "x", "label": 0}, {"text": "y", "label": 1}]})
+    write_task(tmp_path, "R", "Reranking", {"test.jsonl": [{"query": "q", "positive": ["p"], "negative": ["n1", "n2"]}]})
+    write_task(
+        tmp_path,
+        "T",
+        "Retrieval",
+        {
+            "corpus.jsonl": [{"id": "d1", "text": "doc", "title": "t"}, {"id": "d2", "text": "doc2"}],
+            "queries.jsonl": [{"id": "q1", "text": "query"}, {"id": "q2", "text": "unjudged"}],
+            "qrels.jsonl": [{"qid": "q1", "pid": "d2", "score": 1}],
+        },
+    )
+    tasks = load_local_tasks(tmp_path)
+    assert [t.type for t in tasks] == ["Retrieval", "STS", "PairClassification", "Classification", "Reranking", "Clustering"]
+    retrieval = tasks[0].data
+    assert isinstance(retrieval, RetrievalData)
+    assert retrieval.qrels == {"q1": {"d2": 1}} and retrieval.corpus_titles == ["t", ""]
+    assert [t.main_score for t in tasks] == ["ndcg_at_10", "cosine_spearman", "ap", "accuracy", "map", "v_measure"]
+    assert [t.name for t in load_local_tasks(tmp_path, types=["STS", "Clustering"])] == ["S", "K"]
+    assert [t.name for t in load_local_tasks(tmp_path, names=["C", "S"])] == ["S", "C"]
+
+
+@pytest.mark.parametrize(
+    ("task_type", "files", "message"),
+    [
+        ("STS", {"test.jsonl": [{"sentence1": "a", "sentence2": "b", "score": 1}, {"sentence1": "a", "score": 1}]}, r"test.jsonl:2: field 'sentence2': missing"),
+        ("STS", {"test.jsonl": [{"sentence1": "a", "sentence2": "b", "score": "high"}]}, r"test.jsonl:1: field 'score': expected int or float, got str"),
+        ("PairClassification", {"test.jsonl": [{"sentence1": "a", "sentence2": "b", "label": 2}]}, r"test.jsonl:1: field 'label': expected 0 or 1"),
+        ("Clustering", {"test.jsonl": ["{not json"]}, r"test.jsonl:1: invalid JSON"),
+        ("Reranking", {"test.jsonl": [{"query": "q", "positive": "p", "negative": []}]}, r"test.jsonl:1: field 'positive': expected list"),
+        ("Classification", {"train.jsonl": [{"text": "x", "label": 1}]}, r"test.jsonl: file not found"),
+        (
+            "Retrieval",
+            {
+                "corpus.jsonl": [{"id": "d1", "text": "x"}],
+                "queries.jsonl": [{"id": "q1", "text": "y"}],
+                "qrels.jsonl": [{"qid": "q1", "pid": "d1", "score": 1}, {"qid": "q1", "pid": "d9", "score": 1}],
+            },
+            r"qrels.jsonl:2: field 'pid': unknown corpus id 'd9'",
+        ),
+    ],
+)
+def test_bad_rows_name_file_line_field(tmp_path: Path, task_type: str, files: dict, message: str) -> None:
+    folder = write_task(tmp_path, "Bad", task_type, files)
+    with pytest.raises(TaskFormatError, match=message):
+        load_local_task(folder)
+
+
+def test_bad_task_json_and_selection(tmp_path: Path) -> None:
+    folder = write_task(tmp_path, "X", "Regression", {})
+    with pytest.raises(TaskFormatError, match=r"task.json:1: field 'type': unknown task type 'Regression'"):
+        load_local_task(folder)
+    write_task(tmp_path / "ok", "S", "STS", {"test.jsonl": [{"sentence1": "a", "sentence2": "b", "score": 1}]})
+    with pytest.raises(ValueError, match=r"tasks \['Nope'\] not found"):
+        select_local_tasks(tmp_path / "ok", names=["Nope"])
+    with pytest.raises(ValueError, match="unknown task types"):
+        select_local_tasks(tmp_path / "ok", types=["Sts"])
+
+
+def test_registry_has_the_35_official_tasks() -> None:
+    assert len(CMTEB_TASKS) == 35
+    counts = Counter(spec.type for spec in CMTEB_TASKS.values())
+    assert counts == {"Retrieval": 8, "STS": 8, "PairClassification": 2, "Classification": 9, "Reranking": 4, "Clustering": 4}
+    assert CMTEB_TASKS["T2Retrieval"].hub_id == "C-MTEB/T2Retrieval" and CMTEB_TASKS["T2Retrieval"].split == "dev"
+    assert CMTEB_TASKS["Ocnli"].main_score == "ap" and CMTEB_TASKS["IFlyTek"].params["n_experiments"] == 5
+    assert all(s.hub_id.startswith(("C-MTEB/", "mteb/")) for s in CMTEB_TASKS.values())
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(not DEV.is_dir(), reason=f"shared dev tasks not found at {DEV} (set CTEM_SHARED_DATA)")
+def test_shared_dev_suite_loads() -> None:
+    tasks = load_local_tasks(DEV)
+    assert len(tasks) == 15
+    assert Counter(t.type for t in tasks) == {"STS": 6, "PairClassification": 2, "Classification": 2, "Clustering": 1, "Retrieval": 2, "Reranking": 2}
