@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import torch
 import torch.distributed as dist
 
@@ -54,3 +56,26 @@ def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     if not is_distributed() or dist.get_world_size() == 1:
         return tensor
     return _AllGatherWithGrad.apply(tensor)
+
+
+def all_reduce_gradients(parameters: Iterable[torch.nn.Parameter], bucket_bytes: int = 25 * 2**20) -> None:
+    """Average ``.grad`` over ranks in flat buckets of about ``bucket_bytes`` (one call per
+    optimizer step; used where the DDP reducer is bypassed). No-op without a process group."""
+    if not is_distributed() or dist.get_world_size() == 1:
+        return
+    world = dist.get_world_size()
+    grads = [p.grad for p in parameters if p.grad is not None]
+    bucket: list[torch.Tensor] = []
+    filled = 0
+    for i, grad in enumerate(grads):
+        bucket.append(grad)
+        filled += grad.numel() * grad.element_size()
+        if filled >= bucket_bytes or i == len(grads) - 1:
+            flat = torch.cat([g.reshape(-1) for g in bucket])
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            flat /= world
+            offset = 0
+            for g in bucket:
+                g.copy_(flat[offset : offset + g.numel()].view_as(g))
+                offset += g.numel()
+            bucket, filled = [], 0

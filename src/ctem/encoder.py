@@ -124,6 +124,11 @@ class TextEncoder(nn.Module):
                 f"tokenizer {tok_source!r} has {len(self.tokenizer)} tokens but the model's "
                 f"vocab_size is {self.backbone.config.vocab_size}"
             )
+        # A task head inside the backbone (BERT's `pooler`) is never used by ctem's pooling:
+        # freeze it so DDP does not wait for gradients that never come. It is still saved.
+        unused = getattr(self.backbone, "pooler", None)
+        if isinstance(unused, nn.Module):
+            unused.requires_grad_(False)
         if gradient_checkpointing:
             self.set_gradient_checkpointing(True)
 

@@ -9,8 +9,9 @@ from typing import Any
 import lightning as L
 import torch
 
-from ctem.distributed import all_gather_with_grad, rank_and_world
+from ctem.distributed import all_gather_with_grad, all_reduce_gradients, rank_and_world
 from ctem.encoder import TextEncoder
+from ctem.grad_cache import GradCacheConfig, encode_without_graph, replay_with_graph, split_tokens
 from ctem.losses import InfoNCELoss, InfoNCEOutput
 from ctem.optim import OptimizerConfig, build_optimizer_and_scheduler
 
@@ -22,6 +23,12 @@ class BiEncoderModule(L.LightningModule):
     scores its queries against the passages of all ranks (``all_gather_with_grad``), which
     makes the effective batch ``world_size * batch_size`` with exact gradients.
 
+    With ``grad_cache.enabled`` a step runs the two-pass gradient cache
+    (``ctem.grad_cache``) under Lightning manual optimisation: activation memory is that of
+    one chunk whatever the batch size. Under DDP the gradient all-reduce then happens once
+    per optimizer step (the DDP reducer is bypassed, ``all_reduce_gradients`` runs after
+    the last chunk), not once per chunk.
+
     Logs ``train/loss``, ``train/accuracy`` (in-batch top-1: the positive scores highest),
     ``train/lr``, ``train/samples_per_s`` and ``train/tokens_per_s`` (global, all ranks).
     At the end of ``fit`` rank 0 writes ``final_model_dir`` with ``save_pretrained``.
@@ -31,6 +38,7 @@ class BiEncoderModule(L.LightningModule):
         loss: an ``InfoNCELoss``.
         optimizer: AdamW and learning-rate schedule settings.
         negatives_cross_device: share passages across ranks as negatives.
+        grad_cache: gradient-cache settings (``GradCacheConfig`` fields).
         final_model_dir: where to write the trained encoder (``None``: nowhere).
     """
 
@@ -40,6 +48,7 @@ class BiEncoderModule(L.LightningModule):
         loss: InfoNCELoss,
         optimizer: OptimizerConfig | dict[str, Any] | None = None,
         negatives_cross_device: bool = False,
+        grad_cache: GradCacheConfig | dict[str, Any] | None = None,
         final_model_dir: str | None = None,
     ) -> None:
         super().__init__()
@@ -47,6 +56,8 @@ class BiEncoderModule(L.LightningModule):
         self.loss_fn = loss
         self.optimizer_config = OptimizerConfig.from_any(optimizer)
         self.negatives_cross_device = negatives_cross_device
+        self.grad_cache = grad_cache if isinstance(grad_cache, GradCacheConfig) else GradCacheConfig(**(grad_cache or {}))
+        self.automatic_optimization = not self.grad_cache.enabled
         self.final_model_dir = final_model_dir
         self.save_hyperparameters(ignore=["encoder", "loss"])
         self._last_step_time: float | None = None
@@ -61,11 +72,48 @@ class BiEncoderModule(L.LightningModule):
         return self.loss_fn(q, p, group_size)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        q = self.encoder(**batch["query"])
-        p = self.encoder(**batch["passages"])
-        out = self.contrastive_loss(q, p, batch["group_size"])
+        if self.grad_cache.enabled:
+            out = self.cached_step(batch)
+        else:
+            q = self.encoder(**batch["query"])
+            p = self.encoder(**batch["passages"])
+            out = self.contrastive_loss(q, p, batch["group_size"])
         self.log_step(out, batch)
         return out.loss
+
+    def cached_step(self, batch: dict[str, Any]) -> InfoNCEOutput:
+        """One optimizer step over ``batch`` with the gradient cache; returns the loss output."""
+        optimizer = self.optimizers()
+        size = self.grad_cache.chunk_size
+        q_chunks = split_tokens(batch["query"], size)
+        p_chunks = split_tokens(batch["passages"], size)
+        q, q_states = encode_without_graph(self.encoder, q_chunks)
+        p, p_states = encode_without_graph(self.encoder, p_chunks)
+        q.requires_grad_(True)
+        p.requires_grad_(True)
+        with torch.enable_grad():
+            out = self.contrastive_loss(q, p, batch["group_size"])
+            q_grad, p_grad = torch.autograd.grad(out.loss, [q, p])
+        for surrogate in replay_with_graph(self.encoder, q_chunks, q_states, q_grad):
+            self.manual_backward(surrogate)
+        for surrogate in replay_with_graph(self.encoder, p_chunks, p_states, p_grad):
+            self.manual_backward(surrogate)
+        all_reduce_gradients(self.encoder.parameters())
+        if self.grad_cache.max_grad_norm is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.grad_cache.max_grad_norm, gradient_clip_algorithm="norm")
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
+        return InfoNCEOutput(out.loss.detach(), out.scores.detach(), out.targets)
+
+    def on_train_start(self) -> None:
+        """With the gradient cache, gradients are all-reduced once per step by
+        ``all_reduce_gradients``, so the DDP reducer must stay idle."""
+        ddp_model = getattr(self.trainer.strategy, "model", None)
+        if self.grad_cache.enabled and hasattr(ddp_model, "require_backward_grad_sync"):
+            ddp_model.require_backward_grad_sync = False
 
     def log_step(self, out: InfoNCEOutput, batch: dict[str, Any], prefix: str = "train") -> None:
         """Loss, top-1 accuracy, learning rate and throughput of one step."""

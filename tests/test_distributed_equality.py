@@ -1,0 +1,77 @@
+"""A 2-process gloo DDP step equals a 1-process step on the concatenated batch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers.tiny import write_vocab
+
+HELPER = Path(__file__).parent / "helpers" / "contrastive_step.py"
+CASES = [f"g{g}_{mode}" for g in (1, 2) for mode in ("plain", "cache")]
+
+
+def _run(cmd: list[str], cwd: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("ddp")
+    vocab = write_vocab(tmp)
+    single, double = tmp / "single", tmp / "double"
+    single.mkdir()
+    double.mkdir()
+    _run([sys.executable, str(HELPER), str(vocab), str(single)], tmp)
+    _run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         str(HELPER), str(vocab), str(double)],
+        tmp,
+    )
+    return tmp
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp(min=1e-12))
+
+
+def _flat(grads: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([grads[k].flatten() for k in sorted(grads)])
+
+
+def _assert_each_close(got: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], tol: float = 1e-4) -> None:
+    """Per-tensor relative error, skipping tensors whose true gradient is zero up to
+    rounding (e.g. attention key biases, to which softmax is invariant)."""
+    scale = _flat(ref).norm()
+    for name, value in ref.items():
+        if value.norm() > 1e-3 * scale:
+            assert _rel_err(got[name], value) < tol, name
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_ddp_matches_single_process(results: Path, case: str) -> None:
+    ref = torch.load(results / "single" / f"{case}_rank0.pt")
+    ranks = [torch.load(results / "double" / f"{case}_rank{r}.pt") for r in (0, 1)]
+    # Each rank's loss is the mean over its own queries; their mean is the global loss.
+    global_loss = sum(r["loss"] for r in ranks) / 2
+    assert abs(global_loss - ref["loss"]) / abs(ref["loss"]) < 1e-5
+    assert set(ranks[0]["grads"]) == set(ref["grads"])
+    for r in ranks:  # after the all-reduce both ranks hold the global-batch gradient
+        assert _rel_err(_flat(r["grads"]), _flat(ref["grads"])) < 1e-5
+        _assert_each_close(r["grads"], ref["grads"])
+
+
+def test_cache_matches_plain_in_one_process(results: Path) -> None:
+    for g in (1, 2):
+        plain = torch.load(results / "single" / f"g{g}_plain_rank0.pt")
+        cache = torch.load(results / "single" / f"g{g}_cache_rank0.pt")
+        assert abs(plain["loss"] - cache["loss"]) < 1e-5
+        assert _rel_err(_flat(cache["grads"]), _flat(plain["grads"])) < 1e-5
+        _assert_each_close(cache["grads"], plain["grads"])
