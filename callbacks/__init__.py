@@ -1,5 +1,6 @@
 """Lightning callbacks built by Hydra from ``conf/callbacks/*.yaml``."""
 
 from callbacks.cmteb_eval import CMTEBEvalCallback
+from callbacks.hard_negative_refresh import HardNegativeRefresh
 
-__all__ = ["CMTEBEvalCallback"]
+__all__ = ["CMTEBEvalCallback", "HardNegativeRefresh"]

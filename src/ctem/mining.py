@@ -1,0 +1,470 @@
+"""Hard-negative mining: embed queries and a candidate pool, search with faiss, sample negatives.
+
+``HardNegativeMiner`` sees only an encode function ``encode(texts, is_query) -> [N, H]``
+(or a :class:`ctem.TextEncoder`) and texts; ``ctem-mine`` and the
+``callbacks.HardNegativeRefresh`` callback both use it, so offline mining and refreshing
+negatives during training follow one code path.
+
+Rank range (the same slice as FlagEmbedding's ``range_for_sampling 2-200``): ``range=[lo, hi]``
+keeps the search results at **0-based** ranks ``lo <= rank < hi`` of the whole pool, i.e.
+1-based ranks ``lo+1`` to ``hi``; ``[2, 200]`` skips the two most similar passages (usually
+the positive and a near-duplicate) and uses the next 198. Ranks count every pool entry,
+positives included. Inside that slice the positives, the query itself and any text equal
+to them are removed (the pool holds each text once), optionally also candidates scoring
+within ``false_negative_margin`` of the positive (likely unlabeled positives); then
+``negative_number`` of the rest are drawn with a per-row seeded RNG and written in rank
+order. A row with fewer usable candidates gets fewer negatives: they are never padded with
+positives or repeats.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal, Protocol, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from data_modules.formats import (
+    BadRowReport,
+    DataFormatError,
+    OnBadRow,
+    expand_files,
+    iter_valid_rows,
+    validate_pair_row,
+)
+from data_modules.pairs import with_instruction
+
+log = logging.getLogger(__name__)
+
+EncodeFn = Callable[[Sequence[str], bool], np.ndarray]
+IndexType = Literal["flat", "ivf"]
+
+
+class SupportsEncode(Protocol):
+    """Anything with ``TextEncoder.encode``'s signature (a ``ctem.TextEncoder``)."""
+
+    def encode(self, texts: Sequence[str], batch_size: int = ..., is_query: bool = ..., show_progress_bar: bool = ...) -> Any: ...
+
+
+@dataclass
+class MiningConfig:
+    """Settings of one mining pass.
+
+    Args:
+        range: ``[lo, hi]`` 0-based ranks to sample from, ``lo`` inclusive, ``hi`` exclusive
+            (``[2, 200]`` = 1-based ranks 3..200, as BGE). The search returns ``hi`` results.
+        negative_number: negatives per row (fewer when fewer usable candidates exist).
+        seed: seed of the per-row sampling; equal seeds and embeddings give equal output.
+        query_instruction: prepended to queries without their own ``prompt`` when encoding
+            (the written rows keep the original query).
+        false_negative_margin: drop candidates whose score exceeds the lowest positive's
+            score minus this margin (``None``: no such filter). Scores are inner products of
+            the embeddings (cosine for normalised encoders).
+        keep_existing: keep each row's given negatives first and mine only the rest.
+        use_gpu: ``"auto"`` (faiss GPU index when faiss sees a GPU), ``True`` or ``False``.
+        gpu_ids: GPUs to shard the index over (``None``: all that faiss sees).
+        index: ``flat`` (exact ``IndexFlatIP``) or ``ivf`` (``IndexIVFFlat``, for very large pools).
+        nlist / nprobe: IVF cells and cells searched per query.
+        search_batch_size: queries per faiss search call.
+        batch_size: texts per forward pass when the encoder is a ``TextEncoder``.
+        show_progress: progress bars for encoding and search.
+    """
+
+    range: tuple[int, int] = (2, 200)
+    negative_number: int = 15
+    seed: int = 0
+    query_instruction: str | None = None
+    false_negative_margin: float | None = None
+    keep_existing: bool = False
+    use_gpu: bool | Literal["auto"] = "auto"
+    gpu_ids: list[int] | None = None
+    index: IndexType = "flat"
+    nlist: int = 1024
+    nprobe: int = 32
+    search_batch_size: int = 1024
+    batch_size: int = 64
+    show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        lo, hi = (int(v) for v in self.range)
+        if not 0 <= lo < hi:
+            raise ValueError(f"range must be [lo, hi] with 0 <= lo < hi, got {list(self.range)}")
+        self.range = (lo, hi)
+        if self.negative_number < 1:
+            raise ValueError(f"negative_number must be >= 1, got {self.negative_number}")
+        if self.index not in ("flat", "ivf"):
+            raise ValueError(f"index must be 'flat' or 'ivf', got {self.index!r}")
+        if self.use_gpu not in ("auto", True, False):
+            raise ValueError(f"use_gpu must be auto, true or false, got {self.use_gpu!r}")
+        if self.nlist < 1 or self.nprobe < 1 or self.search_batch_size < 1 or self.batch_size < 1:
+            raise ValueError("nlist, nprobe, search_batch_size and batch_size must be positive")
+
+
+@dataclass
+class MiningResult:
+    """Negatives of the mined rows (in the order asked for) and what happened."""
+
+    negatives: list[list[str]]
+    pool_size: int
+    short_rows: int = 0
+    dropped_false_negatives: int = 0
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def summary(self, negative_number: int) -> str:
+        total = sum(len(n) for n in self.negatives)
+        rows = max(len(self.negatives), 1)
+        return (
+            f"mined {total} negatives for {len(self.negatives)} rows from a pool of {self.pool_size} "
+            f"in {self.seconds:.1f}s ({total / rows:.2f} per row; {self.short_rows} row(s) got fewer "
+            f"than {negative_number}; {self.dropped_false_negatives} candidate(s) dropped as likely false negatives)"
+        )
+
+
+# --------------------------------------------------------------------------- embedding cache
+class EmbeddingCache:
+    """Embeddings stored as ``<cache_dir>/<key>.npy``, keyed by model and texts.
+
+    ``model_key`` must change whenever the model's weights do (``model_fingerprint`` gives
+    one for a folder); the texts, their order and the query/passage side complete the key.
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike, model_key: str) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.model_key = model_key
+
+    def key(self, texts: Sequence[str], is_query: bool) -> str:
+        digest = hashlib.sha256()
+        digest.update(f"{self.model_key}\0{'query' if is_query else 'passage'}\0{len(texts)}\0".encode())
+        for text in texts:
+            encoded = text.encode("utf-8")
+            digest.update(len(encoded).to_bytes(8, "little"))
+            digest.update(encoded)
+        return digest.hexdigest()
+
+    def wrap(self, encode: EncodeFn) -> EncodeFn:
+        """``encode`` that reads and writes this cache."""
+
+        def cached(texts: Sequence[str], is_query: bool) -> np.ndarray:
+            path = self.cache_dir / f"{self.key(texts, is_query)}.npy"
+            if path.is_file():
+                emb = np.load(path)
+                if emb.shape[0] == len(texts):
+                    log.info("embeddings of %d %s texts read from %s", len(texts), _side(is_query), path)
+                    return emb
+            emb = np.ascontiguousarray(encode(texts, is_query), dtype=np.float32)
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.cache_dir, suffix=".npy.tmp", delete=False) as tmp:
+                np.save(tmp, emb)
+            os.replace(tmp.name, path)
+            return emb
+
+        return cached
+
+
+def model_fingerprint(model_path: str | os.PathLike) -> str:
+    """Cache key of a model: its resolved folder plus the size and mtime of every file in
+    it (a hub id is used as is)."""
+    root = Path(model_path)
+    if not root.is_dir():
+        return str(model_path)
+    stats = sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file())
+    return f"{root.resolve()}:{hashlib.sha256(repr(stats).encode()).hexdigest()}"
+
+
+def _side(is_query: bool) -> str:
+    return "query" if is_query else "passage"
+
+
+# --------------------------------------------------------------------------- faiss search
+def _use_faiss_gpu(config: MiningConfig, faiss: Any) -> bool:
+    gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    if config.use_gpu is True and gpus == 0:
+        raise RuntimeError("use_gpu=true but faiss sees no GPU: install faiss-gpu (`pip install ctem[gpu]`)")
+    return bool(config.use_gpu) and gpus > 0
+
+
+def build_index(passages: np.ndarray, config: MiningConfig) -> Any:
+    """A faiss inner-product index over ``passages [P, H]`` (on GPU, sharded, when asked)."""
+    import faiss
+
+    dim = passages.shape[1]
+    if config.index == "ivf":
+        if config.nlist > len(passages):
+            raise ValueError(f"index=ivf with nlist={config.nlist} needs at least that many candidates, the pool has {len(passages)}")
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, config.nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(passages)
+        index.nprobe = config.nprobe
+    else:
+        index = faiss.IndexFlatIP(dim)
+    if _use_faiss_gpu(config, faiss):
+        options = faiss.GpuMultipleClonerOptions()
+        options.shard = True
+        if config.gpu_ids is None:
+            index = faiss.index_cpu_to_all_gpus(index, co=options)
+        else:
+            resources = [faiss.StandardGpuResources() for _ in config.gpu_ids]
+            index = faiss.index_cpu_to_gpu_multiple_py(resources, index, co=options, gpus=list(config.gpu_ids))
+        if config.index == "ivf":
+            faiss.GpuParameterSpace().set_index_parameter(index, "nprobe", config.nprobe)
+    index.add(passages)
+    return index
+
+
+def search(
+    queries: np.ndarray, passages: np.ndarray, top_k: int, config: MiningConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and pool indices ``[Q, top_k]`` of each query's nearest passages, best first
+    (index ``-1`` where the pool has fewer than ``top_k`` entries)."""
+    index = build_index(np.ascontiguousarray(passages, dtype=np.float32), config)
+    top_k = min(top_k, len(passages))
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    scores = np.empty((len(queries), top_k), dtype=np.float32)
+    ids = np.empty((len(queries), top_k), dtype=np.int64)
+    step = config.search_batch_size
+    for start in tqdm(range(0, len(queries), step), desc="search", disable=not config.show_progress, leave=False):
+        scores[start : start + step], ids[start : start + step] = index.search(queries[start : start + step], top_k)
+    return scores, ids
+
+
+# --------------------------------------------------------------------------- the miner
+def _key(text: str) -> str:
+    """Texts equal up to surrounding whitespace count as duplicates."""
+    return text.strip()
+
+
+def candidate_pool(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """Every positive and negative of ``rows``, each text once, in first-seen order."""
+    seen: dict[str, str] = {}
+    for row in rows:
+        for text in [*row["pos"], *row.get("neg", [])]:
+            seen.setdefault(_key(text), text)
+    return list(seen.values())
+
+
+def _dedupe(texts: Iterable[str]) -> list[str]:
+    seen: dict[str, str] = {}
+    for text in texts:
+        seen.setdefault(_key(text), text)
+    return list(seen.values())
+
+
+def _encode_fn(encoder: EncodeFn | SupportsEncode, config: MiningConfig) -> EncodeFn:
+    if hasattr(encoder, "encode"):
+        model = encoder
+
+        def encode(texts: Sequence[str], is_query: bool) -> np.ndarray:
+            return np.asarray(
+                model.encode(texts, batch_size=config.batch_size, is_query=is_query, show_progress_bar=config.show_progress),
+                dtype=np.float32,
+            )
+
+        return encode
+    return encoder  # type: ignore[return-value]
+
+
+class HardNegativeMiner:
+    """Mines hard negatives for query / positive rows (see the module docstring).
+
+    Args:
+        encoder: ``encode(texts, is_query) -> np.ndarray [N, H]`` or a ``TextEncoder``.
+            Under DDP it may be a collective function (every rank called with the same
+            texts, each encoding a share); ``mine`` calls it identically on every rank.
+        config: a :class:`MiningConfig`.
+        cache: an :class:`EmbeddingCache` (``None``: no caching).
+    """
+
+    def __init__(
+        self,
+        encoder: EncodeFn | SupportsEncode,
+        config: MiningConfig | None = None,
+        cache: EmbeddingCache | None = None,
+    ) -> None:
+        self.config = config or MiningConfig()
+        encode = _encode_fn(encoder, self.config)
+        self.encode: EncodeFn = cache.wrap(encode) if cache is not None else encode
+
+    def mine(
+        self,
+        rows: Sequence[dict[str, Any]],
+        pool: Sequence[str] | None = None,
+        indices: Sequence[int] | None = None,
+    ) -> MiningResult:
+        """Negatives for ``rows`` (``{"query", "pos", "neg"?, "prompt"?}``).
+
+        ``pool``: the candidate passages (``None``: every positive and negative of ``rows``).
+        ``indices``: the rows to search and sample for (``None``: all); every row's query is
+        still encoded, so a collective encoder sees the same calls on every rank.
+        """
+        cfg = self.config
+        start = time.perf_counter()
+        timings: dict[str, float] = {}
+        pool = _dedupe(pool) if pool is not None else candidate_pool(rows)
+        if not pool:
+            raise ValueError("the candidate pool is empty")
+        encoded_queries = [with_instruction(r["query"], r.get("prompt"), cfg.query_instruction) for r in rows]
+        q_emb = self.encode(encoded_queries, True)
+        p_emb = self.encode(pool, False)
+        timings["encode"] = time.perf_counter() - start
+        positive_floor = self._positive_floor(rows, pool, q_emb, p_emb)
+        indices = list(range(len(rows))) if indices is None else list(indices)
+        tick = time.perf_counter()
+        if indices:
+            scores, ids = search(q_emb[indices], p_emb, cfg.range[1], cfg)
+        else:
+            scores, ids = np.empty((0, 0), np.float32), np.empty((0, 0), np.int64)
+        timings["search"] = time.perf_counter() - tick
+        result = MiningResult(negatives=[], pool_size=len(pool), timings=timings)
+        for slot, row_index in enumerate(indices):
+            floor = None if positive_floor is None else float(positive_floor[row_index])
+            negatives, dropped = self._select(row_index, rows[row_index], encoded_queries[row_index], scores[slot], ids[slot], pool, floor)
+            result.negatives.append(negatives)
+            result.dropped_false_negatives += dropped
+            result.short_rows += len(negatives) < cfg.negative_number
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def _positive_floor(
+        self, rows: Sequence[dict[str, Any]], pool: Sequence[str], q_emb: np.ndarray, p_emb: np.ndarray
+    ) -> np.ndarray | None:
+        """Per row: lowest positive score minus the margin (``None`` without a margin)."""
+        margin = self.config.false_negative_margin
+        if margin is None:
+            return None
+        where = {_key(text): i for i, text in enumerate(pool)}
+        missing = _dedupe(p for r in rows for p in r["pos"] if _key(p) not in where)
+        extra = self.encode(missing, False) if missing else np.empty((0, p_emb.shape[1]), np.float32)
+        extra_where = {_key(text): i for i, text in enumerate(missing)}
+        floor = np.empty(len(rows), dtype=np.float32)
+        for i, row in enumerate(rows):
+            vectors = [p_emb[where[_key(p)]] if _key(p) in where else extra[extra_where[_key(p)]] for p in row["pos"]]
+            floor[i] = float(np.min(np.stack(vectors) @ q_emb[i])) - margin
+        return floor
+
+    def _select(
+        self,
+        row_index: int,
+        row: dict[str, Any],
+        encoded_query: str,
+        scores: np.ndarray,
+        ids: np.ndarray,
+        pool: Sequence[str],
+        floor: float | None,
+    ) -> tuple[list[str], int]:
+        cfg = self.config
+        excluded = {_key(p) for p in row["pos"]} | {_key(row["query"]), _key(encoded_query)}
+        kept: list[str] = []
+        if cfg.keep_existing:
+            kept = [n for n in _dedupe(row.get("neg", [])) if _key(n) not in excluded][: cfg.negative_number]
+            excluded |= {_key(n) for n in kept}
+        lo, hi = cfg.range
+        candidates: list[int] = []
+        dropped = 0
+        for rank in range(lo, min(hi, len(ids))):
+            index = int(ids[rank])
+            if index < 0:
+                break
+            if _key(pool[index]) in excluded:
+                continue
+            if floor is not None and scores[rank] > floor:
+                dropped += 1
+                continue
+            candidates.append(rank)
+        need = cfg.negative_number - len(kept)
+        if len(candidates) > need:
+            candidates = sorted(random.Random(f"{cfg.seed}:{row_index}").sample(candidates, need))
+        return kept + [pool[int(ids[rank])] for rank in candidates], dropped
+
+
+# --------------------------------------------------------------------------- files
+def _validate_mining_row(raw: Any, location: str) -> dict[str, Any]:
+    """A pair row in normal form plus the original object (to write back unchanged)."""
+    return {**validate_pair_row(raw, location), "original": raw}
+
+
+def _validate_text_row(raw: Any, location: str) -> dict[str, Any]:
+    if isinstance(raw, str):
+        text = raw
+    elif isinstance(raw, dict):
+        if "text" not in raw:
+            raise DataFormatError(location, "text", "missing")
+        text = raw["text"]
+    else:
+        raise DataFormatError(location, None, f"expected {{\"text\": ...}} or a string, got {type(raw).__name__}")
+    if not isinstance(text, str):
+        raise DataFormatError(location, "text", f"expected a string, got {type(text).__name__}")
+    if not text.strip():
+        raise DataFormatError(location, "text", "empty")
+    return {"text": text}
+
+
+def read_mining_rows(input_files: str | Sequence[str], on_bad_row: OnBadRow = "error") -> tuple[list[dict[str, Any]], BadRowReport]:
+    """Validated rows of JSON-lines training files, each with its ``original`` object."""
+    report = BadRowReport()
+    files = expand_files(input_files if isinstance(input_files, str) else list(input_files))
+    rows = list(iter_valid_rows(files, _validate_mining_row, on_bad_row, report))
+    return rows, report
+
+
+def read_candidate_pool(pool_files: str | Sequence[str], on_bad_row: OnBadRow = "error") -> tuple[list[str], BadRowReport]:
+    """Texts of a corpus file (``{"text": ...}`` per line, or a JSON string per line)."""
+    report = BadRowReport()
+    files = expand_files(pool_files if isinstance(pool_files, str) else list(pool_files))
+    return [row["text"] for row in iter_valid_rows(files, _validate_text_row, on_bad_row, report)], report
+
+
+def write_jsonl_atomic(rows: Iterable[dict[str, Any]], output: str | os.PathLike) -> Path:
+    """Write JSON lines to a temporary file beside ``output``, then rename it into place."""
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=out.parent, prefix=f".{out.name}.", suffix=".tmp", delete=False, encoding="utf-8") as tmp:
+        try:
+            for row in rows:
+                tmp.write(json.dumps(row, ensure_ascii=False) + "\n")
+        except BaseException:
+            tmp.close()
+            os.unlink(tmp.name)
+            raise
+    os.replace(tmp.name, out)
+    return out
+
+
+def mine_jsonl(
+    encoder: EncodeFn | SupportsEncode,
+    input_files: str | Sequence[str],
+    output: str | os.PathLike,
+    config: MiningConfig | None = None,
+    candidate_pool_files: str | Sequence[str] | None = None,
+    cache: EmbeddingCache | None = None,
+    on_bad_row: OnBadRow = "error",
+) -> MiningResult:
+    """Mine negatives for the rows of ``input_files`` and write them to ``output``.
+
+    Output rows are the input objects unchanged except ``neg``, which holds the mined
+    negatives. Rows skipped under ``on_bad_row=skip`` are left out and reported.
+    """
+    config = config or MiningConfig()
+    rows, report = read_mining_rows(input_files, on_bad_row)
+    if report.count:
+        log.warning(report.summary())
+    if not rows:
+        raise ValueError(f"no valid rows in {input_files}")
+    pool = None
+    if candidate_pool_files is not None:
+        pool, pool_report = read_candidate_pool(candidate_pool_files, on_bad_row)
+        if pool_report.count:
+            log.warning("candidate pool: %s", pool_report.summary())
+    result = HardNegativeMiner(encoder, config, cache).mine(rows, pool)
+    written = ({**row["original"], "neg": negatives} for row, negatives in zip(rows, result.negatives))
+    write_jsonl_atomic(written, output)
+    return result

@@ -1,0 +1,196 @@
+"""HardNegativeRefresh in a real Lightning fit, its state, and the DDP encode/gather path."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from callbacks import HardNegativeRefresh
+from callbacks.hard_negative_refresh import changed_fraction, gather_lists, sharded_encode
+from ctem import InfoNCELoss, TextEncoder
+from ctem.mining import HardNegativeMiner, MiningConfig, candidate_pool
+from ctem.modules import BiEncoderModule
+from data_modules import PairDataModule
+
+CHARS = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后多定"
+
+
+def _vocab(directory: Path) -> Path:
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *dict.fromkeys(CHARS)]
+    path = directory / "vocab.txt"
+    path.write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    return path
+
+
+def _encoder(vocab: Path) -> TextEncoder:
+    torch.manual_seed(0)
+    config = dict(model_type="bert", hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
+    return TextEncoder(config=config, tokenizer=str(vocab), query_max_length=16, passage_max_length=24)
+
+
+def _text(rng: random.Random) -> str:
+    return "".join(rng.choice(CHARS) for _ in range(rng.randint(4, 12)))
+
+
+def _train_file(directory: Path, n: int = 40) -> Path:
+    """Rows with a random positive and one placeholder negative each."""
+    rng = random.Random(0)
+    rows = [{"query": _text(rng), "pos": [_text(rng)], "neg": [f"占位{i}"]} for i in range(n)]
+    path = directory / "train.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+class NegativesRecorder(L.Callback):
+    """The negatives in the datamodule before every training batch."""
+
+    def __init__(self) -> None:
+        self.seen: list[list[list[str]]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.seen.append([r["neg"] for r in trainer.datamodule.mining_rows()])
+
+
+def _fit(tmp_path: Path, refresh: HardNegativeRefresh, max_steps: int = 8):
+    encoder = _encoder(_vocab(tmp_path))
+    data = PairDataModule(
+        encoder.tokenizer,
+        train_files=str(_train_file(tmp_path)),
+        batch_size=4,
+        train_group_size=2,
+        query_max_length=16,
+        passage_max_length=24,
+        cache_dir=str(tmp_path / "hf"),
+    )
+    module = BiEncoderModule(encoder, InfoNCELoss(temperature=0.05), optimizer={"lr": 1e-3, "warmup_ratio": 0.0})
+    recorder = NegativesRecorder()
+    trainer = L.Trainer(
+        max_steps=max_steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        callbacks=[refresh, recorder],
+    )
+    trainer.fit(module, datamodule=data)
+    return trainer, data, recorder
+
+
+def test_refresh_changes_negatives_mid_run_and_training_continues(tmp_path: Path):
+    refresh = HardNegativeRefresh(every_n_steps=3, every_n_epochs=None, range=(0, 12), negative_number=3, batch_size=16)
+    trainer, data, recorder = _fit(tmp_path, refresh)
+    assert trainer.global_step == 8, "training ran to the end"
+    assert [h["step"] for h in refresh.history] == [3, 6]
+    placeholders = [[f"占位{i}"] for i in range(40)]
+    assert recorder.seen[0] == placeholders
+    assert recorder.seen[2] == placeholders, "before the first refresh the file's negatives are used"
+    assert recorder.seen[3] != placeholders, "negatives swapped in after step 3"
+    assert recorder.seen[-1] != placeholders
+    rows = data.mining_rows()
+    pool = set(candidate_pool(rows)) | {f"占位{i}" for i in range(40)}
+    for row in rows:
+        assert 1 <= len(row["neg"]) <= 3
+        assert not set(row["neg"]) & set(row["pos"]) and row["query"] not in row["neg"]
+        assert set(row["neg"]) <= pool
+    # the dataset the dataloader reads now serves mined negatives
+    sample = data.train_dataset[(0, 5)]
+    assert sample["passages"][1] in rows[0]["neg"]
+    assert refresh.history[0]["changed_fraction"] == 1.0
+    metrics = trainer.callback_metrics
+    assert float(metrics["negatives/changed_fraction"]) == pytest.approx(refresh.history[-1]["changed_fraction"])
+    assert float(metrics["negatives/mining_seconds"]) > 0
+
+
+def test_epoch_refresh_skips_the_last_epoch_and_state_round_trips(tmp_path: Path):
+    refresh = HardNegativeRefresh(every_n_steps=None, every_n_epochs=1, range=(0, 10), negative_number=2, batch_size=16)
+    encoder = _encoder(_vocab(tmp_path))
+    data = PairDataModule(encoder.tokenizer, train_files=str(_train_file(tmp_path)), batch_size=8, train_group_size=2, cache_dir=str(tmp_path / "hf"))
+    module = BiEncoderModule(encoder, InfoNCELoss(temperature=0.05), optimizer={"lr": 1e-3, "warmup_ratio": 0.0})
+    trainer = L.Trainer(
+        max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, use_distributed_sampler=False, callbacks=[refresh],
+    )
+    trainer.fit(module, datamodule=data)
+    assert [h["step"] for h in refresh.history] == [5], "after epoch 1 only (40 rows / 8 = 5 steps)"
+    state = refresh.state_dict()
+    restored = HardNegativeRefresh(every_n_epochs=1)
+    restored.load_state_dict(state)
+    assert restored.refreshes == 1 and restored.last_refresh_step == 5
+    assert restored._resume_pending, "a resumed run re-mines at train start"
+
+
+def test_refresh_rejects_a_datamodule_without_mining_hooks(tmp_path: Path):
+    encoder = _encoder(_vocab(tmp_path))
+    module = BiEncoderModule(encoder, InfoNCELoss())
+
+    class Plain(L.LightningDataModule):
+        def train_dataloader(self):
+            return []
+
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False, callbacks=[HardNegativeRefresh()])
+    with pytest.raises(TypeError, match="mining_rows"):
+        trainer.fit(module, datamodule=Plain())
+
+
+def test_changed_fraction():
+    assert changed_fraction([["a", "b"], ["c"]], [["a", "x"], ["c"]]) == pytest.approx(1 / 3)
+    assert changed_fraction([[]], [[]]) == 0.0
+
+
+# ----------------------------------------------------------------------------- DDP (gloo, 2 ranks)
+def _ddp_worker(rank: int, world: int, port: int, vocab: str, rows: list[dict], out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        encoder = _encoder(Path(vocab))
+        encode = sharded_encode(encoder, 8, rank, world)
+        config = MiningConfig(range=(1, 15), negative_number=4, seed=5, show_progress=False)
+        per = -(-len(rows) // world)
+        share = range(rank * per, min((rank + 1) * per, len(rows)))
+        negatives = gather_lists(HardNegativeMiner(encode, config).mine(rows, indices=share).negatives, world)
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(negatives, ensure_ascii=False), encoding="utf-8")
+        np.save(Path(out_dir, f"rank{rank}_passages.npy"), encode(candidate_pool(rows), False))
+        np.save(Path(out_dir, f"rank{rank}_queries.npy"), encode([r["query"] for r in rows], True))
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ddp_ranks_split_encoding_and_agree_with_one_process(tmp_path: Path):
+    vocab = _vocab(tmp_path)
+    rng = random.Random(1)
+    rows = [{"query": _text(rng), "pos": [_text(rng)], "neg": [_text(rng)]} for _ in range(21)]
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(vocab), rows, str(tmp_path)), nprocs=2, join=True)
+    rank0 = json.loads((tmp_path / "rank0.json").read_text("utf-8"))
+    rank1 = json.loads((tmp_path / "rank1.json").read_text("utf-8"))
+    assert rank0 == rank1, "every rank sets identical negatives"
+    # the gathered embeddings are one process's embeddings (up to batch-padding round-off) ...
+    encoder = _encoder(vocab)
+    pool = candidate_pool(rows)
+    gathered = {True: np.load(tmp_path / "rank0_queries.npy"), False: np.load(tmp_path / "rank0_passages.npy")}
+    np.testing.assert_allclose(gathered[True], encoder.encode([r["query"] for r in rows], is_query=True), atol=1e-4)
+    np.testing.assert_allclose(gathered[False], encoder.encode(pool), atol=1e-4)
+    np.testing.assert_array_equal(gathered[False], np.load(tmp_path / "rank1_passages.npy"))
+    # ... and per-rank search + gather equals searching all rows in one process
+    config = MiningConfig(range=(1, 15), negative_number=4, seed=5, show_progress=False)
+    single = HardNegativeMiner(lambda texts, is_query: gathered[is_query], config).mine(rows).negatives
+    assert rank0 == single
