@@ -2,5 +2,7 @@
 
 from data_modules.formats import BadRowReport, DataFormatError
 from data_modules.pairs import PairDataModule
+from data_modules.labeled import LabeledDataModule
+from data_modules.corpus import PretrainCorpusDataModule
 
-__all__ = ["BadRowReport", "DataFormatError", "PairDataModule"]
+__all__ = ["BadRowReport", "DataFormatError", "PairDataModule", "LabeledDataModule", "PretrainCorpusDataModule"]

@@ -130,6 +130,31 @@ class PairDataset(Dataset):
             "passages": sample_group(row, self.group_size, rng),
         }
 
+    def mining_rows(self) -> list[dict[str, Any]]:
+        """Rows in order, for hard-negative mining: ``query`` (with its instruction),
+        ``pos`` and ``neg`` lists."""
+        rows = self.rows
+        return [
+            {"query": with_instruction(q, prompt, self.query_instruction), "pos": list(pos), "neg": list(neg)}
+            for q, prompt, pos, neg in zip(rows["query"], rows["prompt"], rows["pos"], rows["neg"])
+        ]
+
+    def check_negatives(self, negatives: Sequence[Sequence[str]]) -> None:
+        """Raise ``ValueError`` unless ``negatives`` has one list per row, each non-empty
+        when the group size needs negatives."""
+        if len(negatives) != len(self.rows):
+            raise ValueError(f"got negatives for {len(negatives)} rows, the data has {len(self.rows)}")
+        need = self.group_size - 1
+        short = [i for i, negs in enumerate(negatives) if len(negs) < min(need, 1)]
+        if short:
+            raise ValueError(f"{len(short)} row(s) (first: row {short[0]}) got no negatives; group size needs {need}")
+
+    def set_negatives(self, negatives: Sequence[Sequence[str]]) -> None:
+        """Replace every row's ``neg`` list (in row order) after ``check_negatives``."""
+        self.check_negatives(negatives)
+        rows = self.rows.remove_columns("neg")
+        self.rows = rows.add_column("neg", [list(n) for n in negatives], feature=_FEATURES["neg"])
+
 
 class StreamingPairDataset(IterableDataset):
     """Iterable view of a streamed (``datasets.IterableDataset``) source, for data larger than RAM.
@@ -363,14 +388,7 @@ class PairDataModule(L.LightningDataModule):
     def mining_rows(self) -> list[dict[str, Any]]:
         """Training rows in dataset order, for hard-negative mining: ``query`` (with its
         instruction), ``pos`` and ``neg`` lists. Not available when streaming."""
-        dataset = self._map_style_dataset()
-        instruction = dataset.query_instruction
-        return [
-            {"query": with_instruction(q, prompt, instruction), "pos": list(pos), "neg": list(neg)}
-            for q, prompt, pos, neg in zip(
-                dataset.rows["query"], dataset.rows["prompt"], dataset.rows["pos"], dataset.rows["neg"]
-            )
-        ]
+        return self._map_style_dataset().mining_rows()
 
     def set_negatives(self, negatives: Sequence[Sequence[str]]) -> None:
         """Replace every row's ``neg`` list (in ``mining_rows`` order) without restarting.
@@ -378,15 +396,7 @@ class PairDataModule(L.LightningDataModule):
         Takes effect at the next batch with ``num_workers=0``; with worker processes at the
         next epoch only if workers are not persistent.
         """
-        dataset = self._map_style_dataset()
-        if len(negatives) != len(dataset.rows):
-            raise ValueError(f"got negatives for {len(negatives)} rows, the data has {len(dataset.rows)}")
-        need = self.train_group_size - 1
-        short = [i for i, negs in enumerate(negatives) if len(negs) < min(need, 1)]
-        if short:
-            raise ValueError(f"{len(short)} row(s) (first: row {short[0]}) got no negatives; group size needs {need}")
-        rows = dataset.rows.remove_columns("neg")
-        dataset.rows = rows.add_column("neg", [list(n) for n in negatives], feature=_FEATURES["neg"])
+        self._map_style_dataset().set_negatives(negatives)
 
     def _map_style_dataset(self) -> PairDataset:
         if self.train_dataset is None:

@@ -1,0 +1,93 @@
+"""`MultiTaskModule`: instruction multi-task fine-tuning (C-Pack stage 3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ctem.encoder import TextEncoder
+from ctem.grad_cache import GradCacheConfig
+from ctem.losses import InfoNCELoss, InfoNCEOutput
+from ctem.modules.bi_encoder import BiEncoderModule
+from ctem.optim import OptimizerConfig
+
+
+class MultiTaskModule(BiEncoderModule):
+    """``BiEncoderModule`` for batches of ``LabeledDataModule``: one task per batch.
+
+    Each batch carries ``"task"`` (its dataset) and ``"in_batch_negatives"``. Batches whose
+    dataset turns in-batch negatives off (classification-like data, where other queries'
+    positives are often correct answers too) are scored against their own group only
+    (positive + hard negatives), with the same temperature; under DDP these batches skip
+    the cross-device gather (nothing from other ranks is scored). Everything else (loss,
+    cross-device negatives, gradient cache, logging, export) is ``BiEncoderModule``'s.
+
+    Logs, besides ``BiEncoderModule``'s metrics, ``train/loss/<task>`` and
+    ``train/accuracy/<task>``: the means over the task's batches among the last
+    ``trainer.log_every_n_steps`` batches, written straight to the loggers, and only for tasks
+    that had a batch in that window (``self.log`` would repeat a task's last value at the
+    steps of other tasks). Under DDP they are rank 0's batches, like ``train/loss``.
+
+    Args: as ``BiEncoderModule``; ``loss.in_batch_negatives=False`` turns in-batch
+    negatives off for every dataset.
+    """
+
+    def __init__(
+        self,
+        encoder: TextEncoder,
+        loss: InfoNCELoss,
+        optimizer: OptimizerConfig | dict[str, Any] | None = None,
+        negatives_cross_device: bool = False,
+        grad_cache: GradCacheConfig | dict[str, Any] | None = None,
+        final_model_dir: str | None = None,
+    ) -> None:
+        super().__init__(encoder, loss, optimizer, negatives_cross_device, grad_cache, final_model_dir)
+        self.own_group_loss_fn = InfoNCELoss(temperature=loss.temperature, in_batch_negatives=False)
+        self._batch_in_batch_negatives = True
+        # task -> [loss sum, accuracy sum, batches] since the last write to the loggers
+        self._task_sums: dict[str, list[float]] = {}
+        self._batches_since_write = 0
+
+    def contrastive_loss(self, q: torch.Tensor, p: torch.Tensor, group_size: int) -> InfoNCEOutput:
+        """The bi-encoder's loss, or for batches without in-batch negatives the loss over
+        each query's own group of local passages ``[B * G, H]``."""
+        if self._batch_in_batch_negatives:
+            return super().contrastive_loss(q, p, group_size)
+        return self.own_group_loss_fn(q, p, group_size)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        self._batch_in_batch_negatives = bool(batch.get("in_batch_negatives", True))
+        return super().training_step(batch, batch_idx)
+
+    def log_step(self, out: InfoNCEOutput, batch: dict[str, Any], prefix: str = "train") -> None:
+        """``BiEncoderModule``'s metrics, plus the batch's task metrics (see the class docstring)."""
+        super().log_step(out, batch, prefix)
+        task = batch.get("task")
+        if task is None:
+            return
+        accuracy = (out.scores.argmax(dim=1) == out.targets).float().mean()
+        sums = self._task_sums.setdefault(task, [0.0, 0.0, 0])
+        sums[0] += float(out.loss.detach())
+        sums[1] += float(accuracy)
+        sums[2] += 1
+        self._batches_since_write += 1
+        every = self.trainer.log_every_n_steps if self._trainer is not None else 1
+        if every and self._batches_since_write >= every:
+            self.write_task_metrics(prefix)
+
+    def write_task_metrics(self, prefix: str = "train") -> None:
+        """Write the per-task means gathered since the last write to every logger, then reset."""
+        metrics = {}
+        for task, (loss, accuracy, batches) in self._task_sums.items():
+            metrics[f"{prefix}/loss/{task}"] = loss / batches
+            metrics[f"{prefix}/accuracy/{task}"] = accuracy / batches
+        self._task_sums = {}
+        self._batches_since_write = 0
+        if not metrics or self._trainer is None:
+            return
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=self.global_step)
+
+    def on_train_epoch_end(self) -> None:
+        self.write_task_metrics()
