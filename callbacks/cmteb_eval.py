@@ -39,6 +39,8 @@ class CMTEBEvalCallback(Callback):
         tasks / task_types: task names / types to use (``None``: all).
         every_n_steps: evaluate every N optimizer steps (``None``: never by steps).
         on_epoch_end: evaluate at the end of every training epoch.
+        on_train_start: evaluate once before the first training step (a baseline).
+        on_train_end: evaluate once more when training ends (unless that step was just evaluated).
         instructions / query_instruction / instruction_task_types / task_instructions:
             query instructions, as in :class:`ctem.evaluation.EvalSettings`.
         batch_size / max_length: encoding batch and token limit (``None``: the encoder's
@@ -59,6 +61,8 @@ class CMTEBEvalCallback(Callback):
         task_types: Sequence[str] | None = None,
         every_n_steps: int | None = None,
         on_epoch_end: bool = True,
+        on_train_start: bool = False,
+        on_train_end: bool = False,
         instructions: bool = True,
         query_instruction: str = BGE_ZH_QUERY_INSTRUCTION,
         instruction_task_types: Sequence[str] = ("Retrieval", "Reranking"),
@@ -82,6 +86,9 @@ class CMTEBEvalCallback(Callback):
         )
         self.every_n_steps = every_n_steps
         self.eval_on_epoch_end = on_epoch_end
+        self.eval_on_train_start = on_train_start
+        self.eval_on_train_end = on_train_end
+        self.first_average: float | None = None
         self.batch_size = batch_size
         self.max_length = max_length
         self.metrics = None if metrics is None else set(metrics)
@@ -93,9 +100,17 @@ class CMTEBEvalCallback(Callback):
         self._last_step = -1
 
     # ------------------------------------------------------------------ hooks
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.eval_on_train_start:
+            self.evaluate(trainer, pl_module)
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         step = trainer.global_step
         if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and step != self._last_step:
+            self.evaluate(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.eval_on_train_end and trainer.global_step != self._last_step:
             self.evaluate(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -119,6 +134,8 @@ class CMTEBEvalCallback(Callback):
         if self.save_best and metrics["cmteb/average"] > self.best_average:
             self._save_best(trainer, pl_module)
         self.best_average = max(self.best_average, metrics["cmteb/average"])
+        if self.first_average is None:
+            self.first_average = metrics["cmteb/average"]
         return metrics
 
     def _encoder_adapter(self, trainer: L.Trainer, pl_module: L.LightningModule) -> EncoderAdapter:

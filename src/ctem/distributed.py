@@ -79,3 +79,15 @@ def all_reduce_gradients(parameters: Iterable[torch.nn.Parameter], bucket_bytes:
                 g.copy_(flat[offset : offset + g.numel()].view_as(g))
                 offset += g.numel()
             bucket, filled = [], 0
+
+
+class LayerClassWrapPolicy:
+    """FSDP auto-wrap policy: each module whose class name is in ``layer_class_names``
+    (e.g. ``BertLayer``) becomes its own FSDP unit, so its parameters are gathered only
+    while that layer runs."""
+
+    def __init__(self, layer_class_names: Iterable[str] = ("BertLayer",)) -> None:
+        self.names = frozenset(layer_class_names)
+
+    def __call__(self, module: torch.nn.Module, recurse: bool, nonwrapped_numel: int) -> bool:
+        return recurse or type(module).__name__ in self.names

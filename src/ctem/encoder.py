@@ -230,16 +230,17 @@ class TextEncoder(nn.Module):
         return out.numpy() if convert_to_numpy else out
 
     # ----------------------------------------------------------------- saving
-    def save_pretrained(self, save_dir: str | os.PathLike) -> Path:
+    def save_pretrained(self, save_dir: str | os.PathLike, backbone_state: dict[str, torch.Tensor] | None = None) -> Path:
         """Write HF weights (safetensors), the tokenizer and sentence-transformers files.
 
         Result: ``AutoModel.from_pretrained(dir)``, ``SentenceTransformer(dir)`` and
         ``TextEncoder.from_pretrained(dir)`` all load it, and the last two give equal
-        embeddings.
+        embeddings. ``backbone_state`` replaces the backbone's own weights (e.g. the full
+        weights gathered from an FSDP-sharded model).
         """
         out = Path(save_dir)
         out.mkdir(parents=True, exist_ok=True)
-        self.backbone.save_pretrained(out, safe_serialization=True)
+        self.backbone.save_pretrained(out, state_dict=backbone_state, safe_serialization=True)
         self.tokenizer.save_pretrained(out)
         settings = {
             "pooling": self.pooling,

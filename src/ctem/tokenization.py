@@ -14,6 +14,7 @@ from typing import Iterable, Iterator
 from transformers import AutoTokenizer, BertTokenizerFast, PreTrainedTokenizerBase
 
 BERT_SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+_ASCII_ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 
 def load_tokenizer(source: str) -> PreTrainedTokenizerBase:
@@ -52,7 +53,9 @@ def train_wordpiece_vocab(
 ) -> Path:
     """Train a BERT WordPiece vocabulary (Chinese characters split one by one) with ``tokenizers``.
 
-    Writes ``out_dir/vocab.txt`` and returns its path.
+    Lower-case ASCII letters and digits are always included, alone and as ``##``
+    continuations, so any Latin word or number tokenises without ``[UNK]``. Writes
+    ``out_dir/vocab.txt`` and returns its path.
     """
     from tokenizers import BertWordPieceTokenizer
 
@@ -65,9 +68,15 @@ def train_wordpiece_vocab(
         min_frequency=min_frequency,
         special_tokens=list(BERT_SPECIAL_TOKENS),
         limit_alphabet=vocab_size,
+        initial_alphabet=list(_ASCII_ALNUM),
         wordpieces_prefix="##",
     )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer.save_model(str(out))
-    return out / "vocab.txt"
+    path = out / "vocab.txt"
+    tokens = path.read_text(encoding="utf-8").splitlines()
+    known = set(tokens)
+    tokens += [t for c in _ASCII_ALNUM for t in (c, f"##{c}") if t not in known]
+    path.write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    return path

@@ -61,6 +61,11 @@ def report(cfg: DictConfig, trainer: L.Trainer) -> None:
         lines.append(f"{type(logger).__name__}: {Path(logger.save_dir or out).resolve()}")
     if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.dirpath:
         lines.append(f"checkpoints:  {Path(trainer.checkpoint_callback.dirpath).resolve()}")
+    for callback in trainer.callbacks:
+        first = getattr(callback, "first_average", None)
+        if first is not None and "cmteb/average" in trainer.callback_metrics:
+            last = float(trainer.callback_metrics["cmteb/average"])
+            lines.append(f"C-MTEB average on {len(callback.tasks)} dev task(s): {first:.4f} at the first evaluation -> {last:.4f} at the last")
     print("\n[ctem] " + "\n[ctem] ".join(lines))
 
 

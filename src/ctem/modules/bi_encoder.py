@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -13,6 +12,7 @@ from ctem.distributed import all_gather_with_grad, all_reduce_gradients, rank_an
 from ctem.encoder import TextEncoder
 from ctem.grad_cache import GradCacheConfig, encode_without_graph, replay_with_graph, split_tokens
 from ctem.losses import InfoNCELoss, InfoNCEOutput
+from ctem.modules.export import export_encoder
 from ctem.optim import OptimizerConfig, build_optimizer_and_scheduler
 
 
@@ -138,6 +138,7 @@ class BiEncoderModule(L.LightningModule):
 
     # ------------------------------------------------------------------ export
     def on_fit_end(self) -> None:
-        if self.final_model_dir and self.trainer.is_global_zero:
-            path = self.encoder.save_pretrained(Path(self.final_model_dir))
-            print(f"[ctem] final model written to {path}")
+        if self.final_model_dir:
+            path = export_encoder(self.trainer, self.encoder, "encoder.", self.final_model_dir)
+            if path is not None:
+                print(f"[ctem] final model written to {path}")
