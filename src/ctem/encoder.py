@@ -71,6 +71,8 @@ class TextEncoder(nn.Module):
             ``eager`` or ``None`` (library default).
         query_instruction: instruction written into the sentence-transformers config as the
             ``query`` prompt when saving (the instruction users should prepend to queries).
+        compile: compile the backbone with ``torch.compile`` (dynamic shapes; weights and
+            saved files are unchanged).
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class TextEncoder(nn.Module):
         attn_implementation: str | None = "sdpa",
         query_instruction: str | None = None,
         trust_remote_code: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if (name_or_path is None) == (config is None):
@@ -131,6 +134,8 @@ class TextEncoder(nn.Module):
             unused.requires_grad_(False)
         if gradient_checkpointing:
             self.set_gradient_checkpointing(True)
+        if compile:
+            self.backbone.compile(dynamic=True)
 
     # ----------------------------------------------------------------- construction
     @classmethod
