@@ -384,6 +384,11 @@ class LabeledDataModule(L.LightningDataModule):
             if spec.in_batch_negatives is not None
             else self.in_batch_negatives_by_type.get(task_type, True)
         )
+        if not in_batch and group_size < 2:
+            raise ValueError(
+                f"dataset {name!r} has in-batch negatives off, so it needs hard negatives: set its "
+                f"train_group_size >= 2 (now {group_size}) or turn in_batch_negatives on"
+            )
         # Per-dataset sampling seed, so equal row numbers of two datasets draw differently.
         dataset = PairDataset(rows, group_size, self.seed + index, instruction or None)
         part = LabeledPart(name, task_type, instruction or None, bool(in_batch), float(spec.weight), dataset)

@@ -110,6 +110,8 @@ def test_type_errors_are_clear(tmp_path, tokenizer):
     # a configured type wins over (or stands in for) the rows' field
     dm = _module(tokenizer, {"u": {"files": str(tmp_path / "untyped"), "type": "retrieval"}})
     assert dm.parts[0].instruction == BGE_ZH_RETRIEVAL_INSTRUCTION
+    with pytest.raises(ValueError, match=r"in-batch negatives off, so it needs hard negatives"):
+        _module(tokenizer, {"u": {"files": str(tmp_path / "untyped"), "type": "classification"}}, train_group_size=1)
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['instrucion'\]"):
         LabeledDataModule(tokenizer, {"u": {"files": "x", "instrucion": "typo"}})
 

@@ -86,8 +86,12 @@ class MultiTaskModule(BiEncoderModule):
         self._batches_since_write = 0
         if not metrics or self._trainer is None:
             return
+        # The step Lightning writes its own rows at (optimizer steps before this batch, with
+        # automatic or manual optimisation alike); `global_step` already counts this batch's
+        # step under the gradient cache.
+        step = self.trainer.fit_loop.epoch_loop._batches_that_stepped
         for logger in self.loggers:
-            logger.log_metrics(metrics, step=self.global_step)
+            logger.log_metrics(metrics, step=step)
 
     def on_train_epoch_end(self) -> None:
         self.write_task_metrics()
