@@ -325,9 +325,12 @@ class HardNegativeMiner:
             scores, ids = np.empty((0, 0), np.float32), np.empty((0, 0), np.int64)
         timings["search"] = time.perf_counter() - tick
         result = MiningResult(negatives=[], pool_size=len(pool), timings=timings)
+        pool_keys = [_key(text) for text in pool]
         for slot, row_index in enumerate(indices):
             floor = None if positive_floor is None else float(positive_floor[row_index])
-            negatives, dropped = self._select(row_index, rows[row_index], encoded_queries[row_index], scores[slot], ids[slot], pool, floor)
+            negatives, dropped = self._select(
+                row_index, rows[row_index], encoded_queries[row_index], scores[slot], ids[slot], pool, pool_keys, floor
+            )
             result.negatives.append(negatives)
             result.dropped_false_negatives += dropped
             result.short_rows += len(negatives) < cfg.negative_number
@@ -359,6 +362,7 @@ class HardNegativeMiner:
         scores: np.ndarray,
         ids: np.ndarray,
         pool: Sequence[str],
+        pool_keys: Sequence[str],
         floor: float | None,
     ) -> tuple[list[str], int]:
         cfg = self.config
@@ -368,22 +372,24 @@ class HardNegativeMiner:
             kept = [n for n in _dedupe(row.get("neg", [])) if _key(n) not in excluded][: cfg.negative_number]
             excluded |= {_key(n) for n in kept}
         lo, hi = cfg.range
-        candidates: list[int] = []
+        candidates: list[int] = []  # pool indices, in rank order
         dropped = 0
-        for rank in range(lo, min(hi, len(ids))):
-            index = int(ids[rank])
+        window = ids[lo:hi].tolist()
+        window_scores = scores[lo:hi].tolist() if floor is not None else None
+        for offset, index in enumerate(window):
             if index < 0:
                 break
-            if _key(pool[index]) in excluded:
+            if pool_keys[index] in excluded:
                 continue
-            if floor is not None and scores[rank] > floor:
+            if window_scores is not None and window_scores[offset] > floor:
                 dropped += 1
                 continue
-            candidates.append(rank)
+            candidates.append(index)
         need = cfg.negative_number - len(kept)
         if len(candidates) > need:
-            candidates = sorted(random.Random(f"{cfg.seed}:{row_index}").sample(candidates, need))
-        return kept + [pool[int(ids[rank])] for rank in candidates], dropped
+            rng = random.Random(f"{cfg.seed}:{row_index}")
+            candidates = [candidates[i] for i in sorted(rng.sample(range(len(candidates)), need))]
+        return kept + [pool[index] for index in candidates], dropped
 
 
 # --------------------------------------------------------------------------- files

@@ -1,0 +1,81 @@
+"""``ctem-mine``: mine hard negatives for a JSON-lines training file with a trained model.
+
+``ctem-mine model_path=DIR input=FILE output=FILE [range=[2,200]] [negative_number=15]
+[candidate_pool=FILE] [seed=0] [use_gpu=auto]``; see ``conf/mine.yaml`` and ``docs/mining.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ctem.config import config_dir, register_resolvers
+from ctem.encoder import TextEncoder
+from ctem.mining import EmbeddingCache, MiningConfig, MiningResult, mine_jsonl, model_fingerprint
+
+log = logging.getLogger("ctem.mine")
+
+
+def _plain(value: Any) -> Any:
+    """Lists / dicts of a Hydra config as Python objects (scalars unchanged)."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def mining_config(cfg: DictConfig) -> MiningConfig:
+    """:class:`MiningConfig` from the fields of ``conf/mine.yaml``."""
+    return MiningConfig(
+        range=tuple(cfg.range),  # type: ignore[arg-type]
+        negative_number=cfg.negative_number,
+        seed=cfg.seed,
+        query_instruction=cfg.query_instruction,
+        false_negative_margin=cfg.false_negative_margin,
+        keep_existing=cfg.keep_existing,
+        use_gpu=cfg.use_gpu,
+        gpu_ids=_plain(cfg.gpu_ids),
+        index=cfg.index,
+        nlist=cfg.nlist,
+        nprobe=cfg.nprobe,
+        search_batch_size=cfg.search_batch_size,
+        batch_size=cfg.batch_size,
+        show_progress=cfg.progress,
+    )
+
+
+def run(cfg: DictConfig) -> MiningResult:
+    """Load the model, mine ``cfg.input`` and write ``cfg.output``."""
+    config = mining_config(cfg)
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    overrides = {k: cfg[k] for k in ("query_max_length", "passage_max_length") if cfg[k] is not None}
+    encoder = TextEncoder.from_pretrained(cfg.model_path, **overrides).to(device)
+    cache = None
+    if cfg.cache_dir:
+        key = f"{model_fingerprint(cfg.model_path)}|q{encoder.query_max_length}|p{encoder.passage_max_length}"
+        cache = EmbeddingCache(cfg.cache_dir, key)
+    result = mine_jsonl(
+        encoder,
+        _plain(cfg.input),
+        cfg.output,
+        config,
+        candidate_pool_files=_plain(cfg.candidate_pool),
+        cache=cache,
+        on_bad_row=cfg.on_bad_row,
+    )
+    print(f"[ctem-mine] {result.summary(config.negative_number)}", flush=True)
+    print(f"[ctem-mine] written to {cfg.output}", flush=True)
+    return result
+
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="mine")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

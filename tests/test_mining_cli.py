@@ -1,0 +1,83 @@
+"""ctem-mine: the Hydra config, run(cfg) and the console script on a tiny saved model."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from ctem import TextEncoder
+from ctem.cli.mine import run
+from ctem.config import config_dir, register_resolvers
+
+CHARS = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后多定"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("model")
+    vocab = root / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *dict.fromkeys(CHARS)]) + "\n", encoding="utf-8")
+    torch.manual_seed(0)
+    config = dict(model_type="bert", hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
+    return TextEncoder(config=config, tokenizer=str(vocab)).save_pretrained(root / "encoder")
+
+
+def _input(tmp_path: Path, n: int = 60) -> Path:
+    rng = random.Random(0)
+
+    def text() -> str:
+        return "".join(rng.choice(CHARS) for _ in range(rng.randint(4, 12)))
+
+    rows = [{"query": text(), "pos": [text()], "neg": [], "type": "sts"} for _ in range(n)]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _cfg(overrides: list[str]):
+    register_resolvers()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose(config_name="mine", overrides=overrides)
+
+
+def test_every_mine_field_is_commented():
+    lines = (Path(config_dir()) / "mine.yaml").read_text("utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if line and not line.startswith((" ", "#", "-", "defaults")):
+            assert lines[i - 1].startswith("#"), f"conf/mine.yaml: field without a comment: {line}"
+
+
+def test_run_is_deterministic_and_writes_neg(tmp_path: Path, model_dir: Path):
+    src = _input(tmp_path)
+    common = [f"model_path={model_dir}", f"input={src}", "range=[2,30]", "negative_number=4", "progress=false"]
+    first = run(_cfg(common + [f"output={tmp_path / 'a.jsonl'}", f"cache_dir={tmp_path / 'cache'}"]))
+    run(_cfg(common + [f"output={tmp_path / 'b.jsonl'}", "cache_dir=null"]))
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
+    rows = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text("utf-8").splitlines()]
+    assert len(rows) == 60 and first.short_rows == 0
+    for row in rows:
+        assert len(row["neg"]) == 4 and row["type"] == "sts"
+        assert row["pos"][0] not in row["neg"] and row["query"] not in row["neg"]
+    run(_cfg(common + [f"output={tmp_path / 'c.jsonl'}", "cache_dir=null", "seed=1"]))
+    assert (tmp_path / "c.jsonl").read_bytes() != (tmp_path / "a.jsonl").read_bytes()
+
+
+def test_console_script(tmp_path: Path, model_dir: Path):
+    src = _input(tmp_path, n=20)
+    out = tmp_path / "out.jsonl"
+    cmd = [
+        sys.executable, "-m", "ctem.cli.mine", f"model_path={model_dir}", f"input={src}", f"output={out}",
+        "range=[0,10]", "negative_number=3", "cache_dir=null", "progress=false", f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "[ctem-mine] mined 60 negatives for 20 rows" in done.stdout
+    assert len(out.read_text("utf-8").splitlines()) == 20
