@@ -236,3 +236,22 @@ def test_bad_rows_name_file_line_and_field(tmp_path: Path):
         TableEncoder(table), str(src), tmp_path / "out.jsonl", MiningConfig(range=(0, 2), show_progress=False), on_bad_row="skip"
     )
     assert len(result.negatives) == 1
+
+
+def test_pool_scope_file_keeps_negatives_inside_each_file(tmp_path: Path):
+    table = _vectors()
+    rows = _rows(table)
+    _write(tmp_path / "a.jsonl", rows[:30])
+    _write(tmp_path / "b.jsonl", rows[30:])
+    config = MiningConfig(range=(0, 40), negative_number=5, show_progress=False)
+    result = mine_jsonl(TableEncoder(table), str(tmp_path), tmp_path / "out" / "file.jsonl", config)
+    written = [json.loads(line) for line in (tmp_path / "out" / "file.jsonl").read_text().splitlines()]
+    assert [w["query"] for w in written] == [r["query"] for r in rows]
+    assert result.pool_size == len(candidate_pool(rows[:30])) + len(candidate_pool(rows[30:]))
+    for part in (slice(0, 30), slice(30, 60)):
+        texts = {t.strip() for t in candidate_pool(rows[part])}
+        assert all(n.strip() in texts for w in written[part] for n in w["neg"])
+    mine_jsonl(TableEncoder(table), str(tmp_path), tmp_path / "out" / "all.jsonl", config, pool_scope="all")
+    mixed = [json.loads(line) for line in (tmp_path / "out" / "all.jsonl").read_text().splitlines()]
+    texts_b = {t.strip() for t in candidate_pool(rows[30:])} - {t.strip() for t in candidate_pool(rows[:30])}
+    assert any(n.strip() in texts_b for w in mixed[:30] for n in w["neg"])

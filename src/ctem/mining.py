@@ -445,6 +445,18 @@ def write_jsonl_atomic(rows: Iterable[dict[str, Any]], output: str | os.PathLike
     return out
 
 
+def _merge(results: list[MiningResult]) -> MiningResult:
+    merged = MiningResult(negatives=[], pool_size=sum(r.pool_size for r in results))
+    for r in results:
+        merged.negatives.extend(r.negatives)
+        merged.short_rows += r.short_rows
+        merged.dropped_false_negatives += r.dropped_false_negatives
+        merged.seconds += r.seconds
+        for name, seconds in r.timings.items():
+            merged.timings[name] = merged.timings.get(name, 0.0) + seconds
+    return merged
+
+
 def mine_jsonl(
     encoder: EncodeFn | SupportsEncode,
     input_files: str | Sequence[str],
@@ -453,24 +465,42 @@ def mine_jsonl(
     candidate_pool_files: str | Sequence[str] | None = None,
     cache: EmbeddingCache | None = None,
     on_bad_row: OnBadRow = "error",
+    pool_scope: Literal["file", "all"] = "file",
 ) -> MiningResult:
     """Mine negatives for the rows of ``input_files`` and write them to ``output``.
 
-    Output rows are the input objects unchanged except ``neg``, which holds the mined
-    negatives. Rows skipped under ``on_bad_row=skip`` are left out and reported.
+    Without ``candidate_pool_files`` the pool is every positive and negative of the same
+    input file (``pool_scope="file"``, in-domain negatives, as when FlagEmbedding is run per
+    file) or of all input files (``"all"``). Output rows are the input objects unchanged
+    except ``neg``, which holds the mined negatives; rows skipped under
+    ``on_bad_row=skip`` are left out and reported.
     """
     config = config or MiningConfig()
+    if pool_scope not in ("file", "all"):
+        raise ValueError(f"pool_scope must be 'file' or 'all', got {pool_scope!r}")
     rows, report = read_mining_rows(input_files, on_bad_row)
     if report.count:
         log.warning(report.summary())
     if not rows:
         raise ValueError(f"no valid rows in {input_files}")
-    pool = None
+    miner = HardNegativeMiner(encoder, config, cache)
     if candidate_pool_files is not None:
         pool, pool_report = read_candidate_pool(candidate_pool_files, on_bad_row)
         if pool_report.count:
             log.warning("candidate pool: %s", pool_report.summary())
-    result = HardNegativeMiner(encoder, config, cache).mine(rows, pool)
+        result = miner.mine(rows, pool)
+    elif pool_scope == "all":
+        result = miner.mine(rows)
+    else:
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            groups.setdefault(row["source"], []).append(row)
+        results = []
+        for source, group in groups.items():
+            log.info("mining %d rows of %s", len(group), source)
+            results.append(miner.mine(group))
+        result = _merge(results)
+        rows = [row for group in groups.values() for row in group]
     written = ({**row["original"], "neg": negatives} for row, negatives in zip(rows, result.negatives))
     write_jsonl_atomic(written, output)
     return result

@@ -63,6 +63,7 @@ def run(cfg: DictConfig) -> MiningResult:
         candidate_pool_files=_plain(cfg.candidate_pool),
         cache=cache,
         on_bad_row=cfg.on_bad_row,
+        pool_scope=cfg.pool_scope,
     )
     print(f"[ctem-mine] {result.summary(config.negative_number)}", flush=True)
     print(f"[ctem-mine] written to {cfg.output}", flush=True)
