@@ -297,9 +297,11 @@ class LabeledDataModule(L.LightningDataModule):
             globs / folders where each file becomes a dataset named by its stem, with its type
             read from the rows' ``type`` field.
         instructions_by_type: query instruction per task type, for datasets without their own
-            (type missing or ``None``: no instruction).
+            (type missing or ``None``: no instruction). ``None``: BGE's Chinese retrieval
+            instruction for ``retrieval`` and ``reranking``.
         in_batch_negatives_by_type: in-batch negatives per task type, for datasets without
-            their own setting (type missing: on).
+            their own setting (type missing: on). ``None``: off for ``classification`` and
+            ``clustering``.
         sampling: ``proportional`` (to ``weight * size``) or ``round_robin`` (see ``MixtureSchedule``).
         batch_size: queries per batch per device.
         train_group_size: passages per query: 1 positive + ``train_group_size - 1`` negatives
@@ -341,7 +343,9 @@ class LabeledDataModule(L.LightningDataModule):
         self.tokenizer = tokenizer
         self.specs = parse_dataset_specs(datasets)
         self.instructions_by_type = (
-            {"retrieval": BGE_ZH_RETRIEVAL_INSTRUCTION} if instructions_by_type is None else dict(instructions_by_type)
+            {"retrieval": BGE_ZH_RETRIEVAL_INSTRUCTION, "reranking": BGE_ZH_RETRIEVAL_INSTRUCTION}
+            if instructions_by_type is None
+            else dict(instructions_by_type)
         )
         self.in_batch_negatives_by_type = (
             {"classification": False, "clustering": False}
@@ -368,7 +372,7 @@ class LabeledDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ loading
     def _load_part(self, index: int, name: str, spec: LabeledDatasetSpec) -> tuple[LabeledPart, BadRowReport]:
         """Dataset number ``index`` of the mixture, loaded, with its bad-row report."""
-        group_size = spec.train_group_size or self.train_group_size
+        group_size = self.train_group_size if spec.train_group_size is None else spec.train_group_size
         if group_size < 1:
             raise ValueError(f"data.datasets.{name}.train_group_size must be >= 1, got {group_size}")
         rows = load_pair_rows(

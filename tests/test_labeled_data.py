@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import os
 from pathlib import Path
 
 import pytest
@@ -200,3 +201,20 @@ def test_set_negatives_replaces_in_mining_order_and_checks_everything_first(tmp_
     with pytest.raises(ValueError, match=r"dataset 'b' \(rows 3..4\).*no negatives"):
         dm.set_negatives([["x"], ["y"], ["z"], ["w"], []])
     assert [r["neg"] for r in dm.mining_rows()] == new  # nothing half-applied
+
+
+# ------------------------------------------------------------------ real data
+SHARED = Path(os.environ.get("CTEM_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(not (SHARED / "train" / "labeled").is_dir(), reason="../shared/data/train/labeled is absent")
+def test_shared_labeled_folder_loads_one_dataset_per_file(tokenizer, tmp_path):
+    dm = _module(tokenizer, str(SHARED / "train" / "labeled"), train_group_size=1, batch_size=8, cache_dir=str(tmp_path))
+    types = {p.name: p.type for p in dm.parts}
+    assert types["kgclue"] == "retrieval" and types["atec"] == "sts" and types["ocnli"] == "nli"
+    for part in dm.parts:
+        expected = BGE_ZH_RETRIEVAL_INSTRUCTION if part.type == "retrieval" else None
+        assert part.instruction == expected and part.in_batch_negatives
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["query"]["input_ids"].shape[0] == 8 and batch["task"] in types

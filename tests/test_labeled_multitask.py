@@ -100,3 +100,27 @@ def test_loss_is_logged_per_dataset_as_window_means(run):
     assert logged.keys() == expected.keys()  # only tasks that had a batch in the window
     for key, value in expected.items():
         assert logged[key] == pytest.approx(value, rel=1e-5), key
+
+
+def test_hard_negative_refresh_works_on_the_mixture(tmp_path):
+    from callbacks import HardNegativeRefresh
+
+    vocab = write_vocab(tmp_path)
+    data = write_mixture(tmp_path / "data", {"cls": (8, "classification"), "qa": (8, "retrieval")}, negatives=1)
+    torch.manual_seed(0)
+    encoder = tiny_encoder(vocab)
+    datamodule = LabeledDataModule(
+        encoder.tokenizer, str(data), batch_size=4, train_group_size=2, query_max_length=48, passage_max_length=16,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    refresh = HardNegativeRefresh(every_n_steps=2, every_n_epochs=None, range=(0, 8), negative_number=2)
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, use_distributed_sampler=False, callbacks=[refresh],
+    )
+    module = MultiTaskModule(encoder, InfoNCELoss(TEMPERATURE), optimizer={"lr": 1e-3, "warmup_steps": 0})
+    before = [r["neg"] for r in datamodule.mining_rows()]
+    trainer.fit(module, datamodule=datamodule)
+    after = [r["neg"] for r in datamodule.mining_rows()]
+    assert refresh.refreshes == 1 and trainer.global_step == 4
+    assert len(after) == 16 and all(len(n) == 2 for n in after) and after != before
