@@ -1,0 +1,96 @@
+"""``ctem-curate``: score-filter, deduplicate and decontaminate C-MTP-style pairs.
+
+``ctem-curate input_files='[a.jsonl,b/*.jsonl]' scorer.model_path=DIR [threshold=0.43]
+[decontaminate.task_dirs='[EVAL_DIR]'] [output_dir=DIR]``; see ``conf/curate.yaml``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from ctem.config import config_dir, register_resolvers
+from ctem.curation import CurationReport, Decontaminator, PairDeduplicator, PairScorer, TextNormalizer, curate
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, (list, ListConfig)):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def run(cfg: DictConfig) -> CurationReport:
+    """Build scorer / deduplicator / decontaminator from ``cfg`` and curate."""
+    normalizer = TextNormalizer(cfg.normalize.lowercase, cfg.normalize.strip_punctuation)
+    scorer = None
+    if cfg.scorer.model_path:
+        s = cfg.scorer
+        scorer = PairScorer.from_pretrained(
+            s.model_path,
+            pooling=s.pooling,
+            query_instruction=s.query_instruction,
+            passage_instruction=s.passage_instruction,
+            query_max_length=s.query_max_length,
+            passage_max_length=s.passage_max_length,
+            batch_size=s.batch_size,
+            device=s.device,
+        )
+    d = cfg.dedup
+    deduplicator = None
+    if d.exact or d.near:
+        deduplicator = PairDeduplicator(
+            exact=d.exact, near=d.near, threshold=d.threshold, ngram=d.ngram,
+            num_perm=d.num_perm, min_chars=d.min_chars, seed=d.seed, normalizer=normalizer,
+        )
+    c = cfg.decontaminate
+    decontaminator = None
+    if _as_list(c.task_dirs):
+        decontaminator = Decontaminator.from_task_dirs(
+            _as_list(c.task_dirs), fields=list(c.fields), near=c.near, threshold=c.threshold,
+            ngram=c.ngram, num_perm=c.num_perm, min_chars=c.min_chars, seed=c.seed, normalizer=normalizer,
+        )
+    settings: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    settings.pop("hydra", None)
+    report = curate(
+        _as_list(cfg.input_files),
+        cfg.output_dir,
+        scorer=scorer,
+        threshold=cfg.threshold,
+        score_decimals=cfg.score_decimals,
+        deduplicator=deduplicator,
+        decontaminator=decontaminator,
+        on_bad_row=cfg.on_bad_row,
+        rows_per_batch=cfg.rows_per_batch,
+        hist_bin_width=cfg.report.hist_bin_width,
+        threshold_table=list(cfg.report.threshold_table),
+        show_progress=cfg.progress,
+        settings=settings,
+    )
+    print("\n" + report.table())
+    if report.scores is not None and report.scores.total:
+        s = report.scores.summary()
+        print(f"\n[ctem-curate] scores: mean {s['mean']}, p10 {s['p10']}, p50 {s['p50']}, p90 {s['p90']}; "
+              f"threshold {cfg.threshold}")
+    if report.contamination:
+        print("[ctem-curate] contaminated rows per task: "
+              + ", ".join(f"{t} {n}" for t, n in sorted(report.contamination.items())))
+    print(f"[ctem-curate] {report.total.rows_in} rows in, {report.total.rows_out} out, {report.seconds:.1f}s; "
+          f"results in {Path(cfg.output_dir).resolve()}")
+    return report
+
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="curate")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()
