@@ -74,6 +74,18 @@ def gather_lists(local: list[list[str]], world: int) -> list[list[str]]:
     return [row for part in gathered for row in part]
 
 
+def _group_indices(rows: Sequence[dict[str, Any]]) -> dict[str, list[int]]:
+    """Row indices per mining group (a row's ``group``; one group when rows have none)."""
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(str(row.get("group")), []).append(i)
+    return groups
+
+
+def _groups(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    return {g: [rows[i] for i in members] for g, members in _group_indices(rows).items()}
+
+
 def changed_fraction(old: Sequence[Sequence[str]], new: Sequence[Sequence[str]]) -> float:
     """Share of the new negatives (over all rows) that were not in the row's old list."""
     total = sum(len(n) for n in new)
@@ -86,8 +98,10 @@ def changed_fraction(old: Sequence[Sequence[str]], new: Sequence[Sequence[str]])
 class HardNegativeRefresh(Callback):
     """Re-mines the training negatives with the current model during ``fit``.
 
-    Works with any datamodule that has ``mining_rows() -> [{"query", "pos", "neg", "prompt"?}]``
-    (queries as they are encoded for training) and ``set_negatives(list_of_lists)``
+    Works with any datamodule that has ``mining_rows() -> [{"query", "pos", "neg", "prompt"?,
+    "group"?}]`` (``prompt``: the instruction the query trains with; rows of one ``group``, a
+    dataset or file, are mined in their own candidate pool, as ``ctem-mine`` mines each file)
+    and ``set_negatives(list_of_lists)``
     (``PairDataModule``, ``LabeledDataModule``), and a LightningModule whose ``encoder`` is a
     ``ctem.TextEncoder``.
 
@@ -98,8 +112,9 @@ class HardNegativeRefresh(Callback):
         range: ``[lo, hi]`` 0-based rank slice to sample from (see ``ctem.mining``).
         negative_number: negatives per row. At least ``train_group_size - 1`` avoids repeats.
         seed: sampling seed; refresh ``k`` uses ``seed + k``.
-        candidate_pool: corpus file(s) of candidate passages (``None``: every positive and
-            negative of the training rows as they were before the first refresh).
+        candidate_pool: corpus file(s) of candidate passages, one pool for all rows (``None``:
+            per group, every positive and negative of its rows as they were before the first
+            refresh).
         false_negative_margin: drop candidates scoring within this margin of the positive.
         keep_existing: keep the rows' original negatives (as loaded) and mine the rest.
         batch_size: texts per forward pass while encoding.
@@ -159,7 +174,8 @@ class HardNegativeRefresh(Callback):
         self.last_refresh_step = -1
         self.last_changed_fraction: float | None = None
         self.history: list[dict[str, float]] = []
-        self._pool: list[str] | None = None
+        self._pool: list[str] | None = None  # a given candidate_pool, shared by all rows
+        self._pools: dict[str, list[str]] = {}  # else one pool per group of mining_rows
         self._original_negatives: list[list[str]] | None = None
         self._resume_pending = False
 
@@ -228,8 +244,9 @@ class HardNegativeRefresh(Callback):
         if self._original_negatives is None:
             self._original_negatives = previous
             if self._pool is None:
-                # the pool of the loaded data; later refreshes must not drift with mined negatives
-                self._pool = candidate_pool(rows)
+                # the pools of the loaded data, one per group (dataset or file); later
+                # refreshes must not drift with mined negatives
+                self._pools = {g: candidate_pool(group_rows) for g, group_rows in _groups(rows).items()}
         if self.mining.keep_existing:
             rows = [{**r, "neg": original} for r, original in zip(rows, self._original_negatives)]
         rank, world = trainer.global_rank, trainer.world_size
@@ -238,9 +255,15 @@ class HardNegativeRefresh(Callback):
         if world > 1 and encoder.device.type == "cuda":
             config.gpu_ids = [encoder.device.index or 0]
         miner = HardNegativeMiner(sharded_encode(encoder, self.batch_size, rank, world, self.show_progress), config)
-        share = _shard(len(rows), rank, world)
-        result = miner.mine(rows, self._pool, indices=share)
-        mined = gather_lists(result.negatives, world)
+        mined: list[list[str]] = [[] for _ in rows]
+        short_rows = 0
+        for group, members in _group_indices(rows).items():
+            group_rows = [rows[i] for i in members]
+            pool = self._pool if self._pool is not None else self._pools[group]
+            result = miner.mine(group_rows, pool, indices=_shard(len(group_rows), rank, world))
+            short_rows += result.short_rows
+            for i, negatives in zip(members, gather_lists(result.negatives, world)):
+                mined[i] = negatives
         # a row whose candidates were all excluded keeps its previous negatives
         negatives = [new if new else old for new, old in zip(mined, previous)]
         datamodule.set_negatives(negatives)
@@ -256,7 +279,7 @@ class HardNegativeRefresh(Callback):
             pl_module.log("negatives/changed_fraction", fraction, **kwargs)
         rank_zero_info(
             f"[ctem] refreshed hard negatives at step {trainer.global_step}: {fraction:.1%} changed, "
-            f"{seconds:.1f}s; {result.short_rows} row(s) of this rank got fewer than {config.negative_number}"
+            f"{seconds:.1f}s; {short_rows} row(s) of this rank got fewer than {config.negative_number}"
         )
         return fraction
 

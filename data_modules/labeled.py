@@ -440,9 +440,10 @@ class LabeledDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------ negatives refresh
     def mining_rows(self) -> list[dict[str, Any]]:
-        """Rows of all datasets concatenated in ``datasets`` order, for hard-negative mining:
-        ``query`` (with its dataset's instruction or its ``prompt``), ``pos`` and ``neg``."""
-        return [row for part in self.parts for row in part.dataset.mining_rows()]
+        """Rows of all datasets concatenated in ``datasets`` order, for hard-negative mining
+        (see ``PairDataset.mining_rows``): ``prompt`` is the instruction the query trains
+        with, and ``group`` the dataset name, so each dataset is mined in its own pool."""
+        return [row for part in self.parts for row in part.dataset.mining_rows(group=part.name)]
 
     def set_negatives(self, negatives: Sequence[Sequence[str]]) -> None:
         """Replace every row's ``neg`` list (in ``mining_rows`` order) without restarting.

@@ -130,13 +130,20 @@ class PairDataset(Dataset):
             "passages": sample_group(row, self.group_size, rng),
         }
 
-    def mining_rows(self) -> list[dict[str, Any]]:
-        """Rows in order, for hard-negative mining: ``query`` (with its instruction),
-        ``pos`` and ``neg`` lists."""
+    def mining_rows(self, group: str | None = None) -> list[dict[str, Any]]:
+        """Rows in order, for hard-negative mining: the raw ``query``, ``prompt`` (the
+        instruction its query is trained with, ``None`` for none), ``pos``, ``neg`` and
+        ``group`` (the mining pool it belongs to: ``group``, or else its source file)."""
         rows = self.rows
         return [
-            {"query": with_instruction(q, prompt, self.query_instruction), "pos": list(pos), "neg": list(neg)}
-            for q, prompt, pos, neg in zip(rows["query"], rows["prompt"], rows["pos"], rows["neg"])
+            {
+                "query": q,
+                "prompt": prompt if prompt is not None else self.query_instruction,
+                "pos": list(pos),
+                "neg": list(neg),
+                "group": group or source,
+            }
+            for q, prompt, pos, neg, source in zip(rows["query"], rows["prompt"], rows["pos"], rows["neg"], rows["source"])
         ]
 
     def check_negatives(self, negatives: Sequence[Sequence[str]]) -> None:
@@ -386,8 +393,9 @@ class PairDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------ negatives refresh
     def mining_rows(self) -> list[dict[str, Any]]:
-        """Training rows in dataset order, for hard-negative mining: ``query`` (with its
-        instruction), ``pos`` and ``neg`` lists. Not available when streaming."""
+        """Training rows in dataset order, for hard-negative mining (see
+        ``PairDataset.mining_rows``; each source file is its own pool). Not available when
+        streaming."""
         return self._map_style_dataset().mining_rows()
 
     def set_negatives(self, negatives: Sequence[Sequence[str]]) -> None:

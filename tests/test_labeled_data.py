@@ -66,10 +66,12 @@ def test_queries_carry_their_dataset_instruction_and_passages_never(tmp_path, to
     # the row with its own prompt got the prompt, not the dataset instruction
     assert "行自己的提示：" + sts[3]["query"] in {s["query"] for s in samples}
     assert STS_INSTRUCTION + sts[3]["query"] not in {s["query"] for s in samples}
-    # mining rows: the same queries as trained on, raw passages
+    # mining rows: raw queries with the instruction they train with, one group per dataset
     mined = dm.mining_rows()
-    assert [m["query"] for m in mined[:6]] == [BGE_ZH_RETRIEVAL_INSTRUCTION + r["query"] for r in ret]
-    assert mined[6 + 3]["query"] == "行自己的提示：" + sts[3]["query"]
+    assert [m["query"] for m in mined[:6]] == [r["query"] for r in ret]
+    assert {m["prompt"] for m in mined[:6]} == {BGE_ZH_RETRIEVAL_INSTRUCTION}
+    assert (mined[6 + 3]["query"], mined[6 + 3]["prompt"]) == (sts[3]["query"], "行自己的提示：")
+    assert [m["group"] for m in mined] == ["ret"] * 6 + ["sts"] * 6
     assert [m["pos"] for m in mined] == [r["pos"] for r in ret + sts]
 
 

@@ -124,3 +124,8 @@ def test_hard_negative_refresh_works_on_the_mixture(tmp_path):
     after = [r["neg"] for r in datamodule.mining_rows()]
     assert refresh.refreshes == 1 and trainer.global_step == 4
     assert len(after) == 16 and all(len(n) == 2 for n in after) and after != before
+    # each dataset is mined in its own pool: no dataset gets another dataset's passages
+    rows = datamodule.mining_rows()
+    for group in ("cls", "qa"):
+        own = {t for r, n in zip(rows, before) if r["group"] == group for t in r["pos"] + n}
+        assert all(t in own for r, n in zip(rows, after) if r["group"] == group for t in n)
