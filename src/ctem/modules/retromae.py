@@ -1,0 +1,197 @@
+"""`RetroMAEModule`: RetroMAE pre-training of an encoder for embedding use (C-Pack stage 1).
+
+The encoder reads a polluted text (``encoder_mask_ratio`` of its tokens masked, BERT-style)
+and is trained with the usual MLM loss on those positions. Its [CLS] hidden state is the
+sentence embedding; a one-layer enhanced decoder (``ctem.retromae.EnhancedDecoderLayer``)
+rebuilds every token of the clean text from that embedding plus a random partial view of
+the text (``decoder_mask_ratio`` hidden per row, never the row itself). Both predictions go
+through one MLM head tied to the encoder's word embeddings. Loss = encoder MLM loss +
+decoder reconstruction loss.
+
+Batch layout (``data_modules.corpus.RetroMAECollator``)::
+
+    {"encoder": {"input_ids", "attention_mask"} [B, L],   # polluted text
+     "encoder_labels": [B, L],                           # original id at masked positions, else -100
+     "decoder_input_ids": [B, L],                        # clean text
+     "decoder_labels": [B, L],                           # every real token except specials, else -100
+     "decoder_attention_mask": [B, L, L] bool}           # True = row may attend to key
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ctem.encoder import TextEncoder
+from ctem.optim import OptimizerConfig, build_optimizer_and_scheduler
+from ctem.retromae.checkpoint import DECODER_DIR_NAME, load_decoder, save_decoder
+from ctem.retromae.decoder import EnhancedDecoderLayer
+from ctem.retromae.mlm_head import MLMHead, load_pretrained_mlm_head
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RetroMAEOutput:
+    """Scalar results of one step: total loss and its parts, plus masked-token accuracies."""
+
+    loss: torch.Tensor
+    encoder_loss: torch.Tensor
+    decoder_loss: torch.Tensor
+    encoder_accuracy: torch.Tensor
+    decoder_accuracy: torch.Tensor
+
+
+def _masked_lm_loss(head: MLMHead, hidden: torch.Tensor, labels: torch.Tensor, word_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy and top-1 accuracy over positions whose label is not -100
+    (logits are computed only there). Zero loss when there is none."""
+    targets = labels != -100
+    if not bool(targets.any()):
+        zero = hidden.sum() * 0.0
+        return zero, zero.detach()
+    logits = head(hidden[targets], word_embeddings).float()
+    gold = labels[targets]
+    return F.cross_entropy(logits, gold), (logits.argmax(dim=-1) == gold).float().mean().detach()
+
+
+class RetroMAEModule(L.LightningModule):
+    """RetroMAE pre-training of ``encoder`` (a ``TextEncoder`` with a BERT-like backbone).
+
+    Logs ``train/loss``, ``train/encoder_mlm_loss``, ``train/decoder_loss``,
+    ``train/encoder_mlm_accuracy``, ``train/decoder_accuracy``, ``train/lr`` and
+    ``train/tokens_per_s``. At the end of ``fit`` rank 0 writes the encoder to
+    ``final_model_dir`` (``TextEncoder.save_pretrained``, loadable by the next stage with
+    ``model=hf model.name_or_path=<dir>``) and the decoder and MLM head to
+    ``<final_model_dir>/retromae_decoder/``.
+
+    Args:
+        encoder: the ``TextEncoder`` to pre-train; its backbone must have BERT-style
+            ``embeddings`` (word, position, token-type embeddings + LayerNorm).
+        optimizer: AdamW and learning-rate schedule settings.
+        decoder_checkpoint: a ``retromae_decoder/`` folder (or the ``final_model/`` that
+            holds one) of an earlier run: decoder and MLM head start from it.
+        reuse_pretrained_mlm_head: when the encoder was loaded from a masked-LM checkpoint
+            (e.g. ``bert-base-chinese``) and no ``decoder_checkpoint`` is given, start the MLM
+            head from that checkpoint's head.
+        final_model_dir: where to write the encoder (``None``: nowhere).
+    """
+
+    def __init__(
+        self,
+        encoder: TextEncoder,
+        optimizer: OptimizerConfig | dict[str, Any] | None = None,
+        decoder_checkpoint: str | None = None,
+        reuse_pretrained_mlm_head: bool = True,
+        final_model_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        config = encoder.backbone.config
+        if not isinstance(getattr(encoder.backbone, "embeddings", None), nn.Module):
+            raise ValueError(f"RetroMAE needs a BERT-like backbone with `embeddings`; {type(encoder.backbone).__name__} has none")
+        self.decoder = EnhancedDecoderLayer.from_config(config)
+        self.mlm_head = MLMHead.from_config(config)
+        self._init_new_weights(config.initializer_range)
+        source = getattr(config, "_name_or_path", "") or getattr(config, "name_or_path", "")
+        if decoder_checkpoint:
+            load_decoder(decoder_checkpoint, self.decoder, self.mlm_head, config)
+            log.info("RetroMAE decoder and MLM head restored from %s", decoder_checkpoint)
+        elif reuse_pretrained_mlm_head and source:
+            load_pretrained_mlm_head(self.mlm_head, source)
+        self.optimizer_config = OptimizerConfig.from_any(optimizer)
+        self.final_model_dir = final_model_dir
+        self.save_hyperparameters(ignore=["encoder"])
+        self._last_step_time: float | None = None
+
+    def _init_new_weights(self, std: float) -> None:
+        """BERT initialisation of the decoder and head (normal(0, std) weights, zero biases)."""
+        for module in [*self.decoder.modules(), *self.mlm_head.modules()]:
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=std)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.zeros_(self.mlm_head.bias)
+
+    @property
+    def embeddings(self) -> nn.Module:
+        """The encoder's embedding layer (shared by the decoder; not registered twice)."""
+        return self.encoder.backbone.embeddings
+
+    @property
+    def word_embeddings(self) -> torch.Tensor:
+        """The encoder's input embedding matrix ``[V, H]`` (the MLM head's tied projection)."""
+        return self.encoder.backbone.get_input_embeddings().weight
+
+    # ------------------------------------------------------------------ forward
+    def encoder_hidden_states(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Last hidden states ``[B, L, H]`` of the encoder on the polluted text."""
+        return self.encoder.backbone(**batch["encoder"]).last_hidden_state
+
+    def encoder_mlm_loss(self, hidden: torch.Tensor, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """MLM loss and accuracy of the encoder on its masked positions."""
+        return _masked_lm_loss(self.mlm_head, hidden, batch["encoder_labels"], self.word_embeddings)
+
+    def decoder_loss(self, encoder_hidden: torch.Tensor, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reconstruction loss and accuracy of the enhanced decoder.
+
+        Only ``encoder_hidden[:, 0]`` (the [CLS] sentence embedding) is read. Query stream:
+        ``LayerNorm(cls + position + token-type embedding)`` at every position; keys and
+        values: ``[cls, embeddings of the clean text at positions 1..L-1]``; the per-row
+        ``decoder_attention_mask`` hides the decoder-masked keys, padding and the row itself.
+        """
+        input_ids = batch["decoder_input_ids"]
+        cls = encoder_hidden[:, :1]  # [B, 1, H]
+        query = self.embeddings(inputs_embeds=cls.expand(-1, input_ids.size(1), -1))
+        tokens = self.embeddings(input_ids=input_ids)
+        key_value = torch.cat([cls, tokens[:, 1:]], dim=1)
+        hidden = self.decoder(query, key_value.to(query.dtype), batch["decoder_attention_mask"])
+        return _masked_lm_loss(self.mlm_head, hidden, batch["decoder_labels"], self.word_embeddings)
+
+    def forward(self, batch: dict[str, Any]) -> RetroMAEOutput:
+        hidden = self.encoder_hidden_states(batch)
+        encoder_loss, encoder_accuracy = self.encoder_mlm_loss(hidden, batch)
+        decoder_loss, decoder_accuracy = self.decoder_loss(hidden, batch)
+        return RetroMAEOutput(encoder_loss + decoder_loss, encoder_loss, decoder_loss, encoder_accuracy, decoder_accuracy)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        out = self(batch)
+        size = batch["decoder_input_ids"].size(0)
+        self.log("train/loss", out.loss.detach(), prog_bar=True, batch_size=size)
+        self.log("train/encoder_mlm_loss", out.encoder_loss.detach(), prog_bar=True, batch_size=size)
+        self.log("train/decoder_loss", out.decoder_loss.detach(), prog_bar=True, batch_size=size)
+        self.log("train/encoder_mlm_accuracy", out.encoder_accuracy, batch_size=size)
+        self.log("train/decoder_accuracy", out.decoder_accuracy, batch_size=size)
+        if self.trainer is not None and self.trainer.optimizers:
+            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=size)
+        now = time.perf_counter()
+        if self._last_step_time is not None:
+            tokens = int(batch["encoder"]["attention_mask"].sum()) * (self.trainer.world_size if self.trainer else 1)
+            self.log("train/tokens_per_s", tokens / max(now - self._last_step_time, 1e-9), batch_size=size)
+        self._last_step_time = now
+        return out.loss
+
+    # ------------------------------------------------------------------ optim / export
+    def configure_optimizers(self) -> Any:
+        return build_optimizer_and_scheduler(self, self.optimizer_config, self.trainer.estimated_stepping_batches)
+
+    def save(self, final_model_dir: str | Path) -> Path:
+        """Write the encoder (HF + sentence-transformers files) and, in its
+        ``retromae_decoder/`` sub-folder, the decoder and MLM head."""
+        path = self.encoder.save_pretrained(Path(final_model_dir))
+        save_decoder(path / DECODER_DIR_NAME, self.decoder, self.mlm_head, self.encoder.backbone.config)
+        return path
+
+    def on_fit_end(self) -> None:
+        if self.final_model_dir and self.trainer.is_global_zero:
+            path = self.save(self.final_model_dir)
+            print(f"[ctem] pre-trained encoder written to {path} (decoder + MLM head in {path / DECODER_DIR_NAME})")
