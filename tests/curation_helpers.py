@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 from typing import Any, Iterable
 
+import pytest
 import torch
 
 from ctem import TextEncoder
@@ -58,3 +59,12 @@ def write_jsonl(path: Path, rows: Iterable[Any]) -> Path:
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run fastest on one thread (and do not fight parallel test workers)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ctem.curation import PairScorer, curate
+from tests.curation_helpers import one_torch_thread  # noqa: F401  (autouse fixture)
 from tests.curation_helpers import KNOWN_COSINE_TO_A, known_scores_encoder, read_jsonl, write_jsonl
 from tests.helpers.tiny import sentences, tiny_encoder, write_vocab
 
@@ -44,7 +45,7 @@ def test_threshold_keeps_exactly_the_pairs_at_or_above_it(tmp_path, threshold):
 def test_scores_barely_depend_on_batch_company(tmp_path):
     """Batching by token length without padding: a pair's score is the same, up to float32
     noise, whatever else is scored with it."""
-    encoder = tiny_encoder(write_vocab(tmp_path))
+    encoder = tiny_encoder(write_vocab(tmp_path), initializer_range=0.5)
     scorer = PairScorer(encoder, batch_size=8, device="cpu")
     queries, positives = sentences(60, seed=1), sentences(60, seed=2, max_len=30)
     full = scorer.score(queries, positives)
@@ -54,7 +55,7 @@ def test_scores_barely_depend_on_batch_company(tmp_path):
 
 
 def test_instruction_changes_query_embedding_only(tmp_path):
-    encoder = tiny_encoder(write_vocab(tmp_path))
+    encoder = tiny_encoder(write_vocab(tmp_path), initializer_range=0.5)
     plain = PairScorer(encoder, device="cpu")
     instructed = PairScorer(encoder, query_instruction="为这个句子", device="cpu")
     q, p = sentences(5, seed=3), sentences(5, seed=4)

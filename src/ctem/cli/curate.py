@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ctem.config import config_dir, register_resolvers
@@ -27,6 +28,8 @@ def _as_list(value: Any) -> list[str]:
 def run(cfg: DictConfig) -> CurationReport:
     """Build scorer / deduplicator / decontaminator from ``cfg`` and curate."""
     normalizer = TextNormalizer(cfg.normalize.lowercase, cfg.normalize.strip_punctuation)
+    if cfg.scorer.num_threads:
+        torch.set_num_threads(cfg.scorer.num_threads)
     scorer = None
     if cfg.scorer.model_path:
         s = cfg.scorer
@@ -54,8 +57,10 @@ def run(cfg: DictConfig) -> CurationReport:
             _as_list(c.task_dirs), fields=list(c.fields), near=c.near, threshold=c.threshold,
             ngram=c.ngram, num_perm=c.num_perm, min_chars=c.min_chars, seed=c.seed, normalizer=normalizer,
         )
-    settings: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    settings.pop("hydra", None)
+    settings = {
+        key: OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+        for key, value in ((k, cfg[k]) for k in cfg if k not in ("hydra", "paths"))
+    }
     report = curate(
         _as_list(cfg.input_files),
         cfg.output_dir,
