@@ -79,8 +79,16 @@ def load_pretrained_mlm_head(head: MLMHead, name_or_path: str) -> bool:
         "bias": pick(lambda k: k.endswith("bias") and "dense" not in k and not _NORM.search(k) and state[k].shape == (vocab_size,)),
     }
     own = head.state_dict()
-    if missing or any(w is None or w.shape != own[k].shape for k, w in weights.items()):
-        log.warning("%s has no MLM head of the BERT / RoBERTa layout; the MLM head starts random", name_or_path)
+    if missing:
+        log.warning(
+            "%s holds no trained MLM head (an encoder-only checkpoint); the MLM head starts random. "
+            "For the output of a ctem RetroMAE run set stage.decoder_checkpoint=%s",
+            name_or_path,
+            name_or_path,
+        )
+        return False
+    if any(w is None or w.shape != own[k].shape for k, w in weights.items()):
+        log.warning("the MLM head of %s is not of the BERT / RoBERTa layout; the MLM head starts random", name_or_path)
         return False
     head.load_state_dict(weights)
     log.info("MLM head initialised from the pretrained head of %s", name_or_path)
