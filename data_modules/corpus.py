@@ -30,7 +30,6 @@ import os
 from typing import Any, Iterator, Literal, Sequence
 
 import datasets
-import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from transformers import PreTrainedTokenizerBase
@@ -44,7 +43,8 @@ from data_modules.formats import (
     iter_jsonl_lines,
     parse_jsonl_line,
 )
-from data_modules.pairs import EpochSeededSampler, drop_bad_rows
+from data_modules.base import ShardedDataModule
+from data_modules.pairs import drop_bad_rows
 
 log = logging.getLogger(__name__)
 
@@ -379,7 +379,7 @@ class StreamingCorpusDataset(IterableDataset):
 
 
 # --------------------------------------------------------------------------- module
-class PretrainCorpusDataModule(L.LightningDataModule):
+class PretrainCorpusDataModule(ShardedDataModule):
     """Plain-text corpus for the RetroMAE stage (see the module docstring for formats).
 
     Args:
@@ -405,6 +405,7 @@ class PretrainCorpusDataModule(L.LightningDataModule):
         on_bad_row: ``error`` (stop, naming file:line:field) or ``skip`` (drop and report).
         seed: shuffling seed.
         num_workers / pin_memory: dataloader knobs.
+        persistent_workers: keep worker processes between epochs (with ``num_workers > 0``).
         drop_last: drop a last incomplete batch.
         cache_dir: ``datasets`` cache folder (``None``: its default).
         query_max_length: accepted for ``train.py``'s common call and unused.
@@ -437,6 +438,7 @@ class PretrainCorpusDataModule(L.LightningDataModule):
         seed: int = 42,
         num_workers: int = 0,
         pin_memory: bool = False,
+        persistent_workers: bool = False,
         drop_last: bool = True,
         cache_dir: str | None = None,
         query_max_length: int | None = None,
@@ -473,6 +475,7 @@ class PretrainCorpusDataModule(L.LightningDataModule):
         self.seed = seed
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
         self.drop_last = drop_last
         self.cache_dir = cache_dir
         self.train_dataset: CorpusDataset | StreamingCorpusDataset | None = None
@@ -492,7 +495,7 @@ class PretrainCorpusDataModule(L.LightningDataModule):
         )
         if self.streaming:
             rows = rows.shuffle(seed=self.seed, buffer_size=self.shuffle_buffer_size)
-            rank, world = self._rank_world()
+            rank, world = self.rank_world()
             if world > 1:
                 rows = datasets.distributed.split_dataset_by_node(rows, rank=rank, world_size=world)
             self.train_dataset = StreamingCorpusDataset(rows, self.to_tokens, self.block_size, self.on_bad_row)
@@ -514,24 +517,6 @@ class PretrainCorpusDataModule(L.LightningDataModule):
         )
         self.train_dataset = CorpusDataset(tokens)
 
-    def _rank_world(self) -> tuple[int, int]:
-        trainer = self.trainer
-        if trainer is not None:
-            return trainer.global_rank, trainer.world_size
-        return 0, 1
-
     def train_dataloader(self) -> DataLoader:
         assert self.train_dataset is not None, "call setup() first"
-        common = dict(
-            batch_size=self.batch_size,
-            collate_fn=self.collator,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            drop_last=self.drop_last,
-            persistent_workers=self.num_workers > 0,
-        )
-        if isinstance(self.train_dataset, StreamingCorpusDataset):
-            return DataLoader(self.train_dataset, **common)
-        rank, world = self._rank_world()
-        sampler = EpochSeededSampler(self.train_dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed, drop_last=False)
-        return DataLoader(self.train_dataset, sampler=sampler, **common)
+        return self.sharded_loader(self.train_dataset, self.collator)

@@ -32,11 +32,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping, Sequence
 
-import lightning as L
 from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
-from ctem.distributed import rank_and_world
+from data_modules.base import ShardedDataModule
 from data_modules.formats import BadRowReport, OnBadRow, expand_files
 from data_modules.pairs import PairCollator, PairDataset, drop_bad_rows, load_pair_rows
 
@@ -288,7 +287,7 @@ def _merge_reports(reports: Sequence[BadRowReport]) -> BadRowReport:
     return merged
 
 
-class LabeledDataModule(L.LightningDataModule):
+class LabeledDataModule(ShardedDataModule):
     """A mixture of labeled datasets with per-task query instructions (see the module docstring).
 
     Args:
@@ -310,6 +309,7 @@ class LabeledDataModule(L.LightningDataModule):
         on_bad_row: ``error`` (stop with file:line:field) or ``skip`` (drop and report).
         seed: seed of the schedule and of per-row positive / negative sampling.
         num_workers / pin_memory / pad_to_multiple_of: dataloader knobs.
+        persistent_workers: keep worker processes between epochs (with ``num_workers > 0``).
         cache_dir: ``datasets`` cache folder (``None``: its default).
     """
 
@@ -328,6 +328,7 @@ class LabeledDataModule(L.LightningDataModule):
         seed: int = 42,
         num_workers: int = 0,
         pin_memory: bool = False,
+        persistent_workers: bool = False,
         pad_to_multiple_of: int | None = None,
         cache_dir: str | None = None,
     ) -> None:
@@ -359,6 +360,7 @@ class LabeledDataModule(L.LightningDataModule):
         self.seed = seed
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
         self.cache_dir = cache_dir
         self.collator_kwargs = dict(
             tokenizer=tokenizer,
@@ -464,12 +466,6 @@ class LabeledDataModule(L.LightningDataModule):
             part.dataset.set_negatives(share)
 
     # ------------------------------------------------------------------ loader
-    def _rank_world(self) -> tuple[int, int]:
-        trainer = self.trainer
-        if trainer is not None:
-            return trainer.global_rank, trainer.world_size
-        return rank_and_world()
-
     def schedule(self, world_size: int) -> MixtureSchedule:
         """The epoch plan for ``world_size`` ranks of ``batch_size`` queries each."""
         parts = self.parts
@@ -490,14 +486,7 @@ class LabeledDataModule(L.LightningDataModule):
         return schedule
 
     def train_dataloader(self) -> DataLoader:
-        rank, world = self._rank_world()
+        rank, world = self.rank_world()
         sampler = SameDatasetBatchSampler(self.schedule(world), self.batch_size, rank, world)
         collator = LabeledCollator({p.name: p.in_batch_negatives for p in self.parts}, **self.collator_kwargs)
-        return DataLoader(
-            self.train_dataset,
-            batch_sampler=sampler,
-            collate_fn=collator,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-        )
+        return self.batch_sampler_loader(self.train_dataset, sampler, collator)

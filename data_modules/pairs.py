@@ -24,11 +24,11 @@ import random
 from typing import Any, Iterator, Sequence
 
 import datasets
-import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 from transformers import PreTrainedTokenizerBase
 
+from data_modules.base import ShardedDataModule
 from data_modules.formats import (
     BadRowReport,
     DataFormatError,
@@ -204,14 +204,6 @@ class StreamingPairDataset(IterableDataset):
             }
 
 
-class EpochSeededSampler(DistributedSampler):
-    """``DistributedSampler`` that yields ``(index, epoch)`` so per-row sampling is seeded by
-    both and stays deterministic in any dataloader worker. Each rank gets a distinct shard."""
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
-        return ((int(i), self.epoch) for i in super().__iter__())
-
-
 class PairCollator:
     """Tokenises a list of samples into the batch layout in the module docstring."""
 
@@ -297,7 +289,7 @@ def drop_bad_rows(rows: datasets.Dataset, on_bad_row: OnBadRow) -> tuple[dataset
     return rows.filter(lambda e: not e, input_columns="error"), report
 
 
-class PairDataModule(L.LightningDataModule):
+class PairDataModule(ShardedDataModule):
     """Training pairs for the contrastive stage.
 
     Args:
@@ -314,6 +306,8 @@ class PairDataModule(L.LightningDataModule):
         on_bad_row: ``error`` (stop with file:line:field) or ``skip`` (drop and report).
         seed: seed of shuffling and per-row sampling.
         num_workers / pin_memory / pad_to_multiple_of: dataloader knobs.
+        persistent_workers: keep worker processes between epochs (with ``num_workers > 0``;
+            negatives refreshed during training then never reach the workers).
         drop_last: drop a last incomplete batch (keeps batch size, hence negatives, fixed).
         cache_dir: ``datasets`` cache folder (``None``: its default).
     """
@@ -335,6 +329,7 @@ class PairDataModule(L.LightningDataModule):
         seed: int = 42,
         num_workers: int = 0,
         pin_memory: bool = False,
+        persistent_workers: bool = False,
         pad_to_multiple_of: int | None = None,
         drop_last: bool = True,
         cache_dir: str | None = None,
@@ -357,6 +352,7 @@ class PairDataModule(L.LightningDataModule):
         self.seed = seed
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
         self.drop_last = drop_last
         self.cache_dir = cache_dir
         self.collator = PairCollator(tokenizer, query_max_length, passage_max_length, pad_to_multiple_of)
@@ -376,7 +372,7 @@ class PairDataModule(L.LightningDataModule):
         )
         if self.streaming:
             rows = rows.shuffle(seed=self.seed, buffer_size=self.shuffle_buffer_size)
-            rank, world = self._rank_world()
+            rank, world = self.rank_world()
             if world > 1:
                 rows = datasets.distributed.split_dataset_by_node(rows, rank=rank, world_size=world)
             self.train_dataset = StreamingPairDataset(
@@ -413,26 +409,6 @@ class PairDataModule(L.LightningDataModule):
             raise ValueError("hard-negative mining needs the map-style dataset (data.streaming=false)")
         return self.train_dataset
 
-    def _rank_world(self) -> tuple[int, int]:
-        trainer = self.trainer
-        if trainer is not None:
-            return trainer.global_rank, trainer.world_size
-        return 0, 1
-
     def train_dataloader(self) -> DataLoader:
         assert self.train_dataset is not None, "call setup() first"
-        common = dict(
-            batch_size=self.batch_size,
-            collate_fn=self.collator,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            drop_last=self.drop_last,
-            persistent_workers=self.num_workers > 0,
-        )
-        if isinstance(self.train_dataset, StreamingPairDataset):
-            return DataLoader(self.train_dataset, **common)
-        rank, world = self._rank_world()
-        sampler = EpochSeededSampler(
-            self.train_dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed, drop_last=False
-        )
-        return DataLoader(self.train_dataset, sampler=sampler, **common)
+        return self.sharded_loader(self.train_dataset, self.collator)
