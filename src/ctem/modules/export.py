@@ -5,8 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import torch
 
 from ctem.encoder import TextEncoder
+
+
+def submodule_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of ``state`` under ``prefix`` (e.g. ``"encoder.backbone."``), prefix removed."""
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def export_encoder(trainer: L.Trainer, encoder: TextEncoder, prefix: str, directory: str | Path) -> Path | None:
@@ -20,6 +26,4 @@ def export_encoder(trainer: L.Trainer, encoder: TextEncoder, prefix: str, direct
     state = trainer.strategy.lightning_module_state_dict()
     if not trainer.is_global_zero:
         return None
-    backbone_prefix = f"{prefix}backbone."
-    backbone_state = {k[len(backbone_prefix):]: v for k, v in state.items() if k.startswith(backbone_prefix)}
-    return encoder.save_pretrained(directory, backbone_state=backbone_state)
+    return encoder.save_pretrained(directory, backbone_state=submodule_state(state, f"{prefix}backbone."))

@@ -32,6 +32,7 @@ from torch.nn import functional as F
 
 from ctem.encoder import TextEncoder
 from ctem.optim import OptimizerConfig, build_optimizer_and_scheduler
+from ctem.modules.export import submodule_state
 from ctem.retromae.checkpoint import DECODER_DIR_NAME, load_decoder, save_decoder
 from ctem.retromae.decoder import EnhancedDecoderLayer
 from ctem.retromae.mlm_head import MLMHead, load_pretrained_mlm_head
@@ -184,14 +185,25 @@ class RetroMAEModule(L.LightningModule):
     def configure_optimizers(self) -> Any:
         return build_optimizer_and_scheduler(self, self.optimizer_config, self.trainer.estimated_stepping_batches)
 
-    def save(self, final_model_dir: str | Path) -> Path:
+    def save(self, final_model_dir: str | Path, state: dict[str, torch.Tensor] | None = None) -> Path:
         """Write the encoder (HF + sentence-transformers files) and, in its
-        ``retromae_decoder/`` sub-folder, the decoder and MLM head."""
-        path = self.encoder.save_pretrained(Path(final_model_dir))
-        save_decoder(path / DECODER_DIR_NAME, self.decoder, self.mlm_head, self.encoder.backbone.config)
+        ``retromae_decoder/`` sub-folder, the decoder and MLM head. ``state``: the module's
+        full state dict (default: ``self.state_dict()``; under FSDP the gathered one)."""
+        state = self.state_dict() if state is None else state
+        path = self.encoder.save_pretrained(Path(final_model_dir), backbone_state=submodule_state(state, "encoder.backbone."))
+        save_decoder(
+            path / DECODER_DIR_NAME,
+            submodule_state(state, "decoder."),
+            submodule_state(state, "mlm_head."),
+            self.encoder.backbone.config,
+        )
         return path
 
     def on_fit_end(self) -> None:
-        if self.final_model_dir and self.trainer.is_global_zero:
-            path = self.save(self.final_model_dir)
-            print(f"[ctem] pre-trained encoder written to {path} (decoder + MLM head in {path / DECODER_DIR_NAME})")
+        if not self.final_model_dir:
+            return
+        state = self.trainer.strategy.lightning_module_state_dict()  # collective: full weights under FSDP
+        if not self.trainer.is_global_zero:
+            return
+        path = self.save(self.final_model_dir, state)
+        print(f"[ctem] pre-trained encoder written to {path} (decoder + MLM head in {path / DECODER_DIR_NAME})")

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from ctem.retromae.decoder import EnhancedDecoderLayer
@@ -31,12 +32,19 @@ def shape_settings(config: Any) -> dict[str, Any]:
     return {key: getattr(config, key) for key in SHAPE_KEYS}
 
 
-def save_decoder(out_dir: str | Path, decoder: EnhancedDecoderLayer, mlm_head: MLMHead, config: Any, extra: dict[str, Any] | None = None) -> Path:
-    """Write decoder and head weights plus a JSON description to ``out_dir``; returns it."""
+def save_decoder(
+    out_dir: str | Path,
+    decoder_state: dict[str, torch.Tensor],
+    mlm_head_state: dict[str, torch.Tensor],
+    config: Any,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write decoder and head weights (state dicts, e.g. ``module.state_dict()``) plus a
+    JSON description to ``out_dir``; returns it."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tensors = {f"decoder.{k}": v.detach().contiguous().cpu() for k, v in decoder.state_dict().items()}
-    tensors |= {f"mlm_head.{k}": v.detach().contiguous().cpu() for k, v in mlm_head.state_dict().items()}
+    tensors = {f"decoder.{k}": v.detach().contiguous().cpu() for k, v in decoder_state.items()}
+    tensors |= {f"mlm_head.{k}": v.detach().contiguous().cpu() for k, v in mlm_head_state.items()}
     save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": FORMAT})
     description = {
         "format": FORMAT,
