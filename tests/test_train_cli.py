@@ -124,3 +124,27 @@ def test_fsdp_and_multinode_configs_build(toy) -> None:
         assert wrap(BertLayer(BertConfig(hidden_size=8, num_attention_heads=2, intermediate_size=8)), False, 0)
         multi = compose("train", overrides=["trainer=ddp_multinode", "paths.output_dir=/tmp/x"])
         assert multi.trainer.num_nodes == 2 and multi.trainer.strategy._target_.endswith("DDPStrategy")
+
+
+def test_quickstart_defaults_export_a_model_both_libraries_load(tmp_path) -> None:
+    """`python train.py` as shipped (here cut to a few steps): its final_model gives the
+    same embeddings in sentence-transformers, transformers and ctem."""
+    import numpy as np
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel, AutoTokenizer
+
+    from ctem import TextEncoder
+
+    run_dir = tmp_path / "quickstart"
+    proc = train("trainer.max_steps=4", "logger=csv", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert "C-MTEB average on 2 dev task(s)" in proc.stdout
+    final = run_dir / "final_model"
+    texts = ["花呗怎么还款", "为这个句子生成表示以用于检索相关文章：怎样给花呗还钱", "iPhone 15 电池"]
+    ours = TextEncoder.from_pretrained(final).encode(texts)
+    st = SentenceTransformer(str(final), device="cpu").encode(texts)
+    tok, hf = AutoTokenizer.from_pretrained(final), AutoModel.from_pretrained(final).eval()
+    with torch.no_grad():
+        cls = hf(**tok(texts, padding=True, return_tensors="pt")).last_hidden_state[:, 0]
+    np.testing.assert_allclose(st, ours, atol=1e-5)
+    np.testing.assert_allclose(torch.nn.functional.normalize(cls, dim=-1).numpy(), ours, atol=1e-5)
