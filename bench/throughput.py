@@ -53,7 +53,6 @@ from _common import (  # noqa: E402
     SHARED_LABELED,
     MemoryProbe,
     StepTimer,
-    WorkerRun,
     add_worker_arguments,
     emit_result,
     load_triples,
