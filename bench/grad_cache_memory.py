@@ -87,8 +87,8 @@ def main() -> None:
         print(f"| {name} | {median([r['peak_mb'] for r in runs]):.0f} | {median([r['process_peak_mb'] for r in runs]):.0f} |")
     print()
     print(f"ratio cached / uncached: step peak {step_ratio:.2f}x, process peak {process_ratio:.2f}x")
-    scores_mb = args.cached_batch * args.cached_batch * 2 * 4 / 2**20
-    print(f"(the cached step's score matrix alone, {args.cached_batch} x {2 * args.cached_batch} float32, is {scores_mb:.0f} MB)")
+    block_mb = args.chunk_size * args.cached_batch * 2 * 4 / 2**20
+    print(f"(the cached loss holds one {args.chunk_size} x {2 * args.cached_batch} float32 block of scores at a time: {block_mb:.1f} MB)")
 
 
 if __name__ == "__main__":

@@ -85,3 +85,8 @@ class InfoNCELoss(nn.Module):
             targets = torch.zeros(num_queries, dtype=torch.long, device=q.device)
         loss = nn.functional.cross_entropy(scores, targets)
         return InfoNCEOutput(loss, scores, targets)
+
+
+def top1_accuracy(out: InfoNCEOutput) -> torch.Tensor:
+    """Share of queries whose positive scores highest (in-batch top-1 accuracy)."""
+    return (out.scores.argmax(dim=1) == out.targets).float().mean()

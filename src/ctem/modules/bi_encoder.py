@@ -10,8 +10,15 @@ import torch
 
 from ctem.distributed import all_gather_with_grad, all_reduce_gradients, rank_and_world
 from ctem.encoder import TextEncoder
-from ctem.grad_cache import GradCacheConfig, encode_without_graph, replay_with_graph, split_tokens
-from ctem.losses import InfoNCELoss, InfoNCEOutput
+from ctem.grad_cache import (
+    GradCacheConfig,
+    blockwise_infonce,
+    encode_without_graph,
+    replay_with_graph,
+    split_tokens,
+    unsort,
+)
+from ctem.losses import InfoNCELoss, InfoNCEOutput, top1_accuracy
 from ctem.modules.export import export_encoder
 from ctem.optim import OptimizerConfig, build_optimizer_and_scheduler
 
@@ -63,40 +70,50 @@ class BiEncoderModule(L.LightningModule):
         self._last_step_time: float | None = None
 
     # ------------------------------------------------------------------ loss
+    def scoring(self) -> tuple[InfoNCELoss, bool]:
+        """The loss for the current batch and whether its passages are shared across ranks."""
+        return self.loss_fn, self.negatives_cross_device
+
     def contrastive_loss(self, q: torch.Tensor, p: torch.Tensor, group_size: int) -> InfoNCEOutput:
         """InfoNCE of local query embeddings ``[B, H]`` against local (or, cross-device,
         all ranks') passage embeddings ``[B * G, H]``."""
-        if self.negatives_cross_device:
+        loss_fn, cross_device = self.scoring()
+        if cross_device:
             rank, _ = rank_and_world()
-            return self.loss_fn(q, all_gather_with_grad(p), group_size, query_offset=rank * q.size(0))
-        return self.loss_fn(q, p, group_size)
+            return loss_fn(q, all_gather_with_grad(p), group_size, query_offset=rank * q.size(0))
+        return loss_fn(q, p, group_size)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         if self.grad_cache.enabled:
-            out = self.cached_step(batch)
+            loss, accuracy = self.cached_step(batch)
         else:
             q = self.encoder(**batch["query"])
             p = self.encoder(**batch["passages"])
             out = self.contrastive_loss(q, p, batch["group_size"])
-        self.log_step(out, batch)
-        return out.loss
+            loss, accuracy = out.loss, top1_accuracy(out)
+        self.log_step(loss, accuracy, batch)
+        return loss
 
-    def cached_step(self, batch: dict[str, Any]) -> InfoNCEOutput:
-        """One optimizer step over ``batch`` with the gradient cache; returns the loss output."""
+    def cached_step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step over ``batch`` with the gradient cache; returns loss and accuracy."""
         optimizer = self.optimizers()
         size = self.grad_cache.chunk_size
-        q_chunks = split_tokens(batch["query"], size)
-        p_chunks = split_tokens(batch["passages"], size)
-        q, q_states = encode_without_graph(self.encoder, q_chunks)
-        p, p_states = encode_without_graph(self.encoder, p_chunks)
-        q.requires_grad_(True)
-        p.requires_grad_(True)
+        q_chunks, q_order = split_tokens(batch["query"], size)
+        p_chunks, p_order = split_tokens(batch["passages"], size)
+        q_sorted, q_states = encode_without_graph(self.encoder, q_chunks)
+        p_sorted, p_states = encode_without_graph(self.encoder, p_chunks)
+        q, p = unsort(q_sorted, q_order), unsort(p_sorted, p_order)
+        loss_fn, cross_device = self.scoring()
         with torch.enable_grad():
-            out = self.contrastive_loss(q, p, batch["group_size"])
-            q_grad, p_grad = torch.autograd.grad(out.loss, [q, p])
-        for surrogate in replay_with_graph(self.encoder, q_chunks, q_states, q_grad):
+            p_leaf = p.requires_grad_(True)
+            pool = all_gather_with_grad(p_leaf) if cross_device else p_leaf
+            offset = rank_and_world()[0] * q.size(0) if cross_device else 0
+            loss, accuracy, q_grad, pool_grad = blockwise_infonce(loss_fn, q, pool, batch["group_size"], offset, size)
+            # back through the gather (an all-reduce of the gradient) to this rank's passages
+            p_grad = torch.autograd.grad(pool, p_leaf, pool_grad)[0] if cross_device else pool_grad
+        for surrogate in replay_with_graph(self.encoder, q_chunks, q_states, q_grad[q_order]):
             self.manual_backward(surrogate)
-        for surrogate in replay_with_graph(self.encoder, p_chunks, p_states, p_grad):
+        for surrogate in replay_with_graph(self.encoder, p_chunks, p_states, p_grad[p_order]):
             self.manual_backward(surrogate)
         all_reduce_gradients(self.encoder.parameters())
         if self.grad_cache.max_grad_norm is not None:
@@ -106,20 +123,12 @@ class BiEncoderModule(L.LightningModule):
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()
-        return InfoNCEOutput(out.loss.detach(), out.scores.detach(), out.targets)
+        return loss, accuracy
 
-    def on_train_start(self) -> None:
-        """With the gradient cache, gradients are all-reduced once per step by
-        ``all_reduce_gradients``, so the DDP reducer must stay idle."""
-        ddp_model = getattr(self.trainer.strategy, "model", None)
-        if self.grad_cache.enabled and hasattr(ddp_model, "require_backward_grad_sync"):
-            ddp_model.require_backward_grad_sync = False
-
-    def log_step(self, out: InfoNCEOutput, batch: dict[str, Any], prefix: str = "train") -> None:
+    def log_step(self, loss: torch.Tensor, accuracy: torch.Tensor, batch: dict[str, Any], prefix: str = "train") -> None:
         """Loss, top-1 accuracy, learning rate and throughput of one step."""
         size = batch["query"]["input_ids"].size(0)
-        accuracy = (out.scores.argmax(dim=1) == out.targets).float().mean()
-        self.log(f"{prefix}/loss", out.loss.detach(), prog_bar=True, batch_size=size, sync_dist=False)
+        self.log(f"{prefix}/loss", loss.detach(), prog_bar=True, batch_size=size, sync_dist=False)
         self.log(f"{prefix}/accuracy", accuracy, batch_size=size)
         if self.trainer is not None and self.trainer.optimizers:
             self.log(f"{prefix}/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=size)
@@ -135,6 +144,13 @@ class BiEncoderModule(L.LightningModule):
     # ------------------------------------------------------------------ optim
     def configure_optimizers(self) -> Any:
         return build_optimizer_and_scheduler(self, self.optimizer_config, self.trainer.estimated_stepping_batches)
+
+    def on_train_start(self) -> None:
+        """With the gradient cache, gradients are all-reduced once per step by
+        ``all_reduce_gradients``, so the DDP reducer must stay idle."""
+        ddp_model = getattr(self.trainer.strategy, "model", None)
+        if self.grad_cache.enabled and hasattr(ddp_model, "require_backward_grad_sync"):
+            ddp_model.require_backward_grad_sync = False
 
     # ------------------------------------------------------------------ export
     def on_fit_end(self) -> None:

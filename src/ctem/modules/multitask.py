@@ -8,7 +8,7 @@ import torch
 
 from ctem.encoder import TextEncoder
 from ctem.grad_cache import GradCacheConfig
-from ctem.losses import InfoNCELoss, InfoNCEOutput
+from ctem.losses import InfoNCELoss
 from ctem.modules.bi_encoder import BiEncoderModule
 from ctem.optim import OptimizerConfig
 
@@ -49,26 +49,25 @@ class MultiTaskModule(BiEncoderModule):
         self._task_sums: dict[str, list[float]] = {}
         self._batches_since_write = 0
 
-    def contrastive_loss(self, q: torch.Tensor, p: torch.Tensor, group_size: int) -> InfoNCEOutput:
-        """The bi-encoder's loss, or for batches without in-batch negatives the loss over
-        each query's own group of local passages ``[B * G, H]``."""
+    def scoring(self) -> tuple[InfoNCELoss, bool]:
+        """The bi-encoder's scoring, or for batches without in-batch negatives each query's
+        own group of local passages only (nothing gathered from other ranks)."""
         if self._batch_in_batch_negatives:
-            return super().contrastive_loss(q, p, group_size)
-        return self.own_group_loss_fn(q, p, group_size)
+            return super().scoring()
+        return self.own_group_loss_fn, False
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         self._batch_in_batch_negatives = bool(batch.get("in_batch_negatives", True))
         return super().training_step(batch, batch_idx)
 
-    def log_step(self, out: InfoNCEOutput, batch: dict[str, Any], prefix: str = "train") -> None:
+    def log_step(self, loss: torch.Tensor, accuracy: torch.Tensor, batch: dict[str, Any], prefix: str = "train") -> None:
         """``BiEncoderModule``'s metrics, plus the batch's task metrics (see the class docstring)."""
-        super().log_step(out, batch, prefix)
+        super().log_step(loss, accuracy, batch, prefix)
         task = batch.get("task")
         if task is None:
             return
-        accuracy = (out.scores.argmax(dim=1) == out.targets).float().mean()
         sums = self._task_sums.setdefault(task, [0.0, 0.0, 0])
-        sums[0] += float(out.loss.detach())
+        sums[0] += float(loss.detach())
         sums[1] += float(accuracy)
         sums[2] += 1
         self._batches_since_write += 1
