@@ -144,7 +144,11 @@ def test_quickstart_defaults_export_a_model_both_libraries_load(tmp_path) -> Non
     ours = TextEncoder.from_pretrained(final).encode(texts)
     st = SentenceTransformer(str(final), device="cpu").encode(texts)
     tok, hf = AutoTokenizer.from_pretrained(final), AutoModel.from_pretrained(final).eval()
+    batch = tok(texts, padding=True, return_tensors="pt")
     with torch.no_grad():
-        cls = hf(**tok(texts, padding=True, return_tensors="pt")).last_hidden_state[:, 0]
+        hidden = hf(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    mean = (hidden * mask).sum(1) / mask.sum(1)  # the quickstart model's pooling
+    assert json.loads((final / "1_Pooling" / "config.json").read_text())["pooling_mode_mean_tokens"]
     np.testing.assert_allclose(st, ours, atol=1e-5)
-    np.testing.assert_allclose(torch.nn.functional.normalize(cls, dim=-1).numpy(), ours, atol=1e-5)
+    np.testing.assert_allclose(torch.nn.functional.normalize(mean, dim=-1).numpy(), ours, atol=1e-5)
