@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import datasets
+import datasets.distributed
 import lightning as L
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler
 
@@ -40,6 +42,15 @@ class ShardedDataModule(L.LightningDataModule):
         if trainer is not None:
             return trainer.global_rank, trainer.world_size
         return rank_and_world()
+
+    def shuffled_shard(self, rows: datasets.IterableDataset, buffer_size: int) -> datasets.IterableDataset:
+        """A streamed source shuffled through a ``buffer_size`` buffer (seeded, reshuffled
+        per epoch) and split so that each rank reads its own part."""
+        rows = rows.shuffle(seed=self.seed, buffer_size=buffer_size)
+        rank, world = self.rank_world()
+        if world > 1:
+            rows = datasets.distributed.split_dataset_by_node(rows, rank=rank, world_size=world)
+        return rows
 
     def _loader_options(self) -> dict[str, Any]:
         return dict(

@@ -494,10 +494,7 @@ class PretrainCorpusDataModule(ShardedDataModule):
             cache_dir=self.cache_dir,
         )
         if self.streaming:
-            rows = rows.shuffle(seed=self.seed, buffer_size=self.shuffle_buffer_size)
-            rank, world = self.rank_world()
-            if world > 1:
-                rows = datasets.distributed.split_dataset_by_node(rows, rank=rank, world_size=world)
+            rows = self.shuffled_shard(rows, self.shuffle_buffer_size)
             self.train_dataset = StreamingCorpusDataset(rows, self.to_tokens, self.block_size, self.on_bad_row)
             self.bad_rows = self.train_dataset.report
             return

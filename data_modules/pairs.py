@@ -371,10 +371,7 @@ class PairDataModule(ShardedDataModule):
             cache_dir=self.cache_dir,
         )
         if self.streaming:
-            rows = rows.shuffle(seed=self.seed, buffer_size=self.shuffle_buffer_size)
-            rank, world = self.rank_world()
-            if world > 1:
-                rows = datasets.distributed.split_dataset_by_node(rows, rank=rank, world_size=world)
+            rows = self.shuffled_shard(rows, self.shuffle_buffer_size)
             self.train_dataset = StreamingPairDataset(
                 rows, self.train_group_size, self.seed, self.query_instruction, self.on_bad_row
             )
