@@ -42,6 +42,8 @@ from data_modules.formats import (
     expand_files,
     iter_jsonl_lines,
     parse_jsonl_line,
+    require_object,
+    require_text,
 )
 from data_modules.base import ShardedDataModule
 from data_modules.pairs import drop_bad_rows
@@ -66,16 +68,7 @@ _TOKEN_FEATURES = datasets.Features(
 # --------------------------------------------------------------------------- reading
 def validate_text_row(row: Any, location: str, text_field: str = "text") -> str:
     """The text of one corpus row; a bad row raises ``DataFormatError`` naming ``text_field``."""
-    if not isinstance(row, dict):
-        raise DataFormatError(location, None, f"expected a JSON object, got {type(row).__name__}")
-    if text_field not in row:
-        raise DataFormatError(location, text_field, "missing")
-    value = row[text_field]
-    if not isinstance(value, str):
-        raise DataFormatError(location, text_field, f"expected a string, got {type(value).__name__}")
-    if not value.strip():
-        raise DataFormatError(location, text_field, "empty")
-    return value
+    return require_text(require_object(row, location), text_field, location)
 
 
 def _text_row(text: str, source: str, line: int, error: str | None = None) -> dict[str, Any]:

@@ -92,7 +92,15 @@ def iter_jsonl_lines(path: str) -> Iterator[tuple[int, bytes]]:
                 yield number, raw
 
 
-def _require_text(row: dict, key: str, location: str) -> str:
+def require_object(row: Any, location: str) -> dict:
+    """``row`` if it is a JSON object; else ``DataFormatError`` at ``location``."""
+    if not isinstance(row, dict):
+        raise DataFormatError(location, None, f"expected a JSON object, got {type(row).__name__}")
+    return row
+
+
+def require_text(row: dict, key: str, location: str) -> str:
+    """The non-empty string under ``key``; else ``DataFormatError`` naming the field."""
     if key not in row:
         raise DataFormatError(location, key, "missing")
     value = row[key]
@@ -138,9 +146,8 @@ def validate_pair_row(row: Any, location: str, min_negatives: int = 0) -> dict[s
     ``pos`` may be a string or a list; the result always has lists and every key.
     ``min_negatives`` > 0 requires that many entries in ``neg``.
     """
-    if not isinstance(row, dict):
-        raise DataFormatError(location, None, f"expected a JSON object, got {type(row).__name__}")
-    query = _require_text(row, "query", location)
+    require_object(row, location)
+    query = require_text(row, "query", location)
     pos = _text_list(row, "pos", location, required=True)
     neg = _text_list(row, "neg", location, required=False)
     if len(neg) < min_negatives:

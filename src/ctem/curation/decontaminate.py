@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from data_modules.formats import DataFormatError, iter_jsonl_lines, parse_jsonl_line
+from data_modules.formats import DataFormatError, iter_jsonl_lines, parse_jsonl_line, require_object
 
 from ctem.curation.dedup import MinHasher, NearDuplicateIndex
 from ctem.curation.textnorm import TextNormalizer, char_ngrams, text_digest
@@ -64,9 +64,7 @@ def iter_task_texts(task_dir: Path, fields: Sequence[str] = EVAL_TEXT_FIELDS) ->
     for path in sorted(task_dir.glob("*.jsonl")):
         for number, raw in iter_jsonl_lines(str(path)):
             location = f"{path}:{number}"
-            row = parse_jsonl_line(raw, location)
-            if not isinstance(row, dict):
-                raise DataFormatError(location, None, f"expected a JSON object, got {type(row).__name__}")
+            row = require_object(parse_jsonl_line(raw, location), location)
             for key in fields:
                 value = row.get(key)
                 if value is None:
