@@ -65,7 +65,7 @@ def expand_files(patterns: str | Iterable[str]) -> list[str]:
         elif path.is_file():
             found = [str(path)]
         else:
-            raise FileNotFoundError(f"training data not found: {pattern}")
+            raise FileNotFoundError(f"training data not found: {pattern} (relative paths start from {Path.cwd()})")
         if not found:
             raise FileNotFoundError(f"no .jsonl files match {pattern}")
         files.extend(found)

@@ -152,3 +152,22 @@ def test_quickstart_defaults_export_a_model_both_libraries_load(tmp_path) -> Non
     assert json.loads((final / "1_Pooling" / "config.json").read_text())["pooling_mode_mean_tokens"]
     np.testing.assert_allclose(st, ours, atol=1e-5)
     np.testing.assert_allclose(torch.nn.functional.normalize(mean, dim=-1).numpy(), ours, atol=1e-5)
+
+
+def test_input_errors_are_one_clear_line(toy, tmp_path) -> None:
+    """A missing file or a bad row stops the run with the location, not a stack trace."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"query": "q", "pos": ["p"]}\n{"query": "", "pos": ["p"]}\n', encoding="utf-8")
+    for data, message in [
+        (tmp_path / "missing.jsonl", "ctem-train: error: training data not found"),
+        (bad, f"ctem-train: error: {bad}:2: field 'query': empty"),
+    ]:
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "train.py"), *tiny_overrides(toy)[:2], "data=pairs",
+             f"data.train_files=[{data}]", "data.train_group_size=1", "logger=none", "callbacks=none",
+             f"hydra.run.dir={tmp_path / 'run'}"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        )
+        assert proc.returncode == 1
+        assert message in proc.stderr
+        assert "Traceback" not in proc.stderr

@@ -19,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, PreTrainedTokenizerBase
 
-from ctem.tokenization import load_tokenizer
+from ctem.tokenization import check_local_or_hub, load_tokenizer
 
 Pooling = Literal["cls", "mean", "last"]
 POOLING_MODES: tuple[str, ...] = ("cls", "mean", "last")
@@ -261,6 +261,7 @@ class TextEncoder(nn.Module):
 
 # --------------------------------------------------------------------------- helpers
 def _load_backbone(name_or_path: str, kwargs: dict[str, Any]) -> nn.Module:
+    check_local_or_hub(name_or_path, "model")
     try:
         return AutoModel.from_pretrained(name_or_path, **kwargs)
     except ValueError as err:  # attention implementation not supported by this architecture

@@ -17,8 +17,18 @@ BERT_SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MA
 _ASCII_ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 
+def check_local_or_hub(source: str, what: str) -> None:
+    """Raise ``FileNotFoundError`` when ``source`` is clearly a local path (``./``, ``../``,
+    ``/``, ``~``, a ``.txt`` file, or more than one ``/``) that does not exist, instead of
+    letting the hub client reject it as a malformed repository id."""
+    looks_local = source.startswith((".", "/", "~")) or source.endswith(".txt") or source.count("/") > 1
+    if looks_local and not Path(source).expanduser().exists():
+        raise FileNotFoundError(f"{what} not found: {source} (relative paths start from {Path.cwd()})")
+
+
 def load_tokenizer(source: str) -> PreTrainedTokenizerBase:
     """A fast tokenizer from a ``vocab.txt`` file, a tokenizer folder or a hub id."""
+    check_local_or_hub(source, "tokenizer")
     path = Path(source)
     if path.is_file():
         if path.suffix != ".txt":

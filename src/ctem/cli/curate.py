@@ -13,6 +13,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ctem.cli import input_errors_as_messages
 from ctem.config import config_dir, register_resolvers
 from ctem.curation import CurationReport, Decontaminator, PairDeduplicator, PairScorer, TextNormalizer, curate
 
@@ -94,7 +95,8 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="curate")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    with input_errors_as_messages("ctem-curate"):
+        run(cfg)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ctem import TextEncoder, __version__
+from ctem.cli import input_errors_as_messages
 from ctem.config import config_dir, register_resolvers
 from ctem.evaluation import (
     CMTEBEvaluator,
@@ -81,7 +82,8 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    with input_errors_as_messages("ctem-eval"):
+        run(cfg)
 
 
 if __name__ == "__main__":

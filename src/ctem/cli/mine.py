@@ -13,6 +13,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ctem.cli import input_errors_as_messages
 from ctem.config import config_dir, register_resolvers
 from ctem.encoder import TextEncoder
 from ctem.mining import EmbeddingCache, MiningConfig, MiningResult, mine_jsonl, model_fingerprint
@@ -75,7 +76,8 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="mine")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    with input_errors_as_messages("ctem-mine"):
+        run(cfg)
 
 
 if __name__ == "__main__":

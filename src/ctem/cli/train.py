@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ctem.cli import input_errors_as_messages
 from ctem.config import config_dir, register_resolvers
 
 log = logging.getLogger("ctem.train")
@@ -74,7 +75,8 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> None:
-    built = run(cfg)
+    with input_errors_as_messages("ctem-train"):
+        built = run(cfg)
     if HydraConfig.initialized():
         report(cfg, built["trainer"])
 
