@@ -39,6 +39,7 @@ from data_modules.formats import (
     BadRowReport,
     DataFormatError,
     OnBadRow,
+    check_on_bad_row,
     expand_files,
     iter_jsonl_lines,
     parse_jsonl_line,
@@ -438,8 +439,7 @@ class PretrainCorpusDataModule(ShardedDataModule):
         passage_max_length: int | None = None,
     ) -> None:
         super().__init__()
-        if on_bad_row not in ("error", "skip"):
-            raise ValueError(f"on_bad_row must be 'error' or 'skip', got {on_bad_row!r}")
+        check_on_bad_row(on_bad_row)
         if word_segmentation not in (None, "jieba", "whitespace"):
             raise ValueError(f"word_segmentation must be null, jieba or whitespace, got {word_segmentation!r}")
         self.tokenizer = tokenizer

@@ -20,6 +20,13 @@ log = logging.getLogger(__name__)
 OnBadRow = Literal["error", "skip"]
 
 
+def check_on_bad_row(on_bad_row: str) -> OnBadRow:
+    """``on_bad_row`` if it is ``error`` or ``skip``; else a ``ValueError`` naming the setting."""
+    if on_bad_row not in ("error", "skip"):
+        raise ValueError(f"on_bad_row must be 'error' or 'skip', got {on_bad_row!r}")
+    return on_bad_row  # type: ignore[return-value]
+
+
 class DataFormatError(ValueError):
     """A bad training row: ``location`` is ``file:line`` and ``field`` the offending key."""
 
@@ -173,8 +180,7 @@ def iter_valid_rows(
     report: BadRowReport | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Validated rows of every file; each row also carries ``source`` (the file) and ``line``."""
-    if on_bad_row not in ("error", "skip"):
-        raise ValueError(f"on_bad_row must be 'error' or 'skip', got {on_bad_row!r}")
+    check_on_bad_row(on_bad_row)
     for path in files:
         for number, raw in iter_jsonl_lines(path):
             location = f"{path}:{number}"

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
 from data_modules.base import ShardedDataModule
-from data_modules.formats import BadRowReport, OnBadRow, expand_files
+from data_modules.formats import BadRowReport, OnBadRow, check_on_bad_row, expand_files
 from data_modules.pairs import PairCollator, PairDataset, drop_bad_rows, load_pair_rows
 
 log = logging.getLogger(__name__)
@@ -337,8 +337,7 @@ class LabeledDataModule(ShardedDataModule):
             raise ValueError(f"train_group_size must be >= 1, got {train_group_size}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if on_bad_row not in ("error", "skip"):
-            raise ValueError(f"on_bad_row must be 'error' or 'skip', got {on_bad_row!r}")
+        check_on_bad_row(on_bad_row)
         if sampling not in ("proportional", "round_robin"):
             raise ValueError(f"sampling must be 'proportional' or 'round_robin', got {sampling!r}")
         self.tokenizer = tokenizer

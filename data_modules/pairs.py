@@ -33,6 +33,7 @@ from data_modules.formats import (
     BadRowReport,
     DataFormatError,
     OnBadRow,
+    check_on_bad_row,
     expand_files,
     iter_jsonl_lines,
     parse_jsonl_line,
@@ -337,8 +338,7 @@ class PairDataModule(ShardedDataModule):
         super().__init__()
         if train_group_size < 1:
             raise ValueError(f"train_group_size must be >= 1, got {train_group_size}")
-        if on_bad_row not in ("error", "skip"):
-            raise ValueError(f"on_bad_row must be 'error' or 'skip', got {on_bad_row!r}")
+        check_on_bad_row(on_bad_row)
         self.tokenizer = tokenizer
         self.train_files = train_files
         self.hub_dataset = hub_dataset

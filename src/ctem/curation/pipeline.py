@@ -34,6 +34,7 @@ from data_modules.formats import (
     BadRowReport,
     DataFormatError,
     OnBadRow,
+    check_on_bad_row,
     expand_files,
     iter_jsonl_lines,
     parse_jsonl_line,
@@ -196,8 +197,7 @@ def curate(
     Returns:
         The report (also written as ``report.json`` / ``report.md`` / ``score_hist.png``).
     """
-    if on_bad_row not in ("error", "skip"):
-        raise ValueError(f"on_bad_row must be 'error' or 'skip', got {on_bad_row!r}")
+    check_on_bad_row(on_bad_row)
     started = time.perf_counter()
     files = expand_files(input_files)
     out_dir = Path(output_dir)
