@@ -136,6 +136,10 @@ class TextEncoder(nn.Module):
             self.set_gradient_checkpointing(True)
         if compile:
             self.backbone.compile(dynamic=True)
+        # transformers' from_pretrained returns the backbone in eval mode (an inference
+        # default); a TextEncoder starts in training mode like any nn.Module, so training
+        # from a saved or hub model runs with dropout on. encode() switches to eval itself.
+        self.train()
 
     # ----------------------------------------------------------------- construction
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import hydra
 import lightning as L
@@ -25,10 +25,11 @@ def instantiate_group(cfg: DictConfig | None) -> list[Any]:
     return [instantiate(entry) for entry in cfg.values() if isinstance(entry, DictConfig) and "_target_" in entry]
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
     """Build model, data, stage, callbacks, loggers and trainer from ``cfg`` and fit.
 
-    Returns the built objects (for tests and scripts).
+    ``extra_callbacks`` join the configured ones. Returns the built objects (for tests and
+    scripts).
     """
     L.seed_everything(cfg.seed, workers=True)
     encoder = instantiate(cfg.model)
@@ -39,7 +40,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         passage_max_length=encoder.passage_max_length,
     )
     module = instantiate(cfg.stage, encoder=encoder)
-    callbacks = instantiate_group(cfg.get("callbacks"))
+    callbacks = instantiate_group(cfg.get("callbacks")) + list(extra_callbacks)
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
