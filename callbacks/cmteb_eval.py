@@ -19,7 +19,6 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from ctem.evaluation import (
-    BGE_ZH_QUERY_INSTRUCTION,
     CMTEBEvaluator,
     EncoderAdapter,
     EvalSettings,
@@ -42,7 +41,10 @@ class CMTEBEvalCallback(Callback):
         on_train_start: evaluate once before the first training step (a baseline).
         on_train_end: evaluate once more when training ends (unless that step was just evaluated).
         instructions / query_instruction / instruction_task_types / task_instructions:
-            query instructions, as in :class:`ctem.evaluation.EvalSettings`.
+            query instructions, as in :class:`ctem.evaluation.EvalSettings`;
+            ``query_instruction=None`` evaluates with the instruction the model is being
+            trained with (``pl_module.encoder.query_instruction``), as ``ctem-eval`` does
+            with a saved model.
         batch_size / max_length: encoding batch and token limit (``None``: the encoder's
             passage limit).
         metrics: which scores of each task to log (``None``: all of them; the main score
@@ -64,7 +66,7 @@ class CMTEBEvalCallback(Callback):
         on_train_start: bool = False,
         on_train_end: bool = False,
         instructions: bool = True,
-        query_instruction: str = BGE_ZH_QUERY_INSTRUCTION,
+        query_instruction: str | None = None,
         instruction_task_types: Sequence[str] = ("Retrieval", "Reranking"),
         task_instructions: dict[str, str | None] | None = None,
         batch_size: int = 64,
@@ -122,7 +124,8 @@ class CMTEBEvalCallback(Callback):
         """Evaluate now (on every rank); log and return the metrics."""
         self._last_step = trainer.global_step
         adapter = self._encoder_adapter(trainer, pl_module)
-        results = CMTEBEvaluator(self.tasks, self.settings).run(adapter)
+        settings = self.settings.for_model(pl_module.encoder.query_instruction)
+        results = CMTEBEvaluator(self.tasks, settings).run(adapter)
         self.last_results = results
         metrics = self._metrics(results)
         for name, value in metrics.items():

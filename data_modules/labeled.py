@@ -28,6 +28,7 @@ import bisect
 import logging
 import math
 import random
+from collections import Counter
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping, Sequence
@@ -35,6 +36,7 @@ from typing import Any, Iterator, Literal, Mapping, Sequence
 from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
+from ctem.instructions import BGE_ZH, resolve_instruction
 from data_modules.base import ShardedDataModule
 from data_modules.formats import BadRowReport, OnBadRow, check_on_bad_row, expand_files
 from data_modules.pairs import PairCollator, PairDataset, drop_bad_rows, load_pair_rows
@@ -43,8 +45,8 @@ log = logging.getLogger(__name__)
 
 Sampling = Literal["proportional", "round_robin"]
 
-# The BGE Chinese query instruction for retrieval (C-Pack, BAAI/bge-*-zh model cards).
-BGE_ZH_RETRIEVAL_INSTRUCTION = "为这个句子生成表示以用于检索相关文章："
+# Task types whose queries are retrieval queries: their instruction is the one the model records.
+RETRIEVAL_TYPES = ("retrieval", "reranking")
 
 
 @dataclass
@@ -343,9 +345,9 @@ class LabeledDataModule(ShardedDataModule):
         self.tokenizer = tokenizer
         self.specs = parse_dataset_specs(datasets)
         self.instructions_by_type = (
-            {"retrieval": BGE_ZH_RETRIEVAL_INSTRUCTION, "reranking": BGE_ZH_RETRIEVAL_INSTRUCTION}
+            {"retrieval": BGE_ZH, "reranking": BGE_ZH}
             if instructions_by_type is None
-            else dict(instructions_by_type)
+            else {k: resolve_instruction(v) for k, v in instructions_by_type.items()}
         )
         self.in_batch_negatives_by_type = (
             {"classification": False, "clustering": False}
@@ -383,7 +385,8 @@ class LabeledDataModule(ShardedDataModule):
         if len(rows) == 0:
             raise ValueError(f"dataset {name!r} has no valid rows ({spec.files})")
         task_type = spec.type or self._row_type(name, spec, rows.unique("type"))
-        instruction = spec.instruction if spec.instruction is not None else self.instructions_by_type.get(task_type)
+        own = resolve_instruction(spec.instruction)
+        instruction = own if own is not None else self.instructions_by_type.get(task_type)
         in_batch = (
             spec.in_batch_negatives
             if spec.in_batch_negatives is not None
@@ -430,6 +433,21 @@ class LabeledDataModule(ShardedDataModule):
                 "dataset %s: %d rows, type %s, instruction %r, in-batch negatives %s, group size %d",
                 part.name, len(part), part.type, part.instruction, part.in_batch_negatives, part.dataset.group_size,
             )
+
+    @property
+    def trained_query_instruction(self) -> str | None:
+        """The instruction retrieval / reranking queries are trained with (``""``: none), the
+        one the model records; with several, the one of the most rows (a warning says so).
+        ``None`` when no dataset is of those types."""
+        rows: Counter[str] = Counter()
+        for part in self.parts:
+            if part.type in RETRIEVAL_TYPES:
+                rows[part.instruction or ""] += len(part)
+        if not rows:
+            return None
+        if len(rows) > 1:
+            log.warning("retrieval datasets train with %d different instructions %s; the model records the most used one", len(rows), dict(rows))
+        return rows.most_common(1)[0][0]
 
     @property
     def parts(self) -> list[LabeledPart]:

@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from transformers import PreTrainedTokenizerBase
 
+from ctem.instructions import resolve_instruction
 from data_modules.base import ShardedDataModule
 from data_modules.formats import (
     BadRowReport,
@@ -345,7 +346,7 @@ class PairDataModule(ShardedDataModule):
         self.hub_split = hub_split
         self.batch_size = batch_size
         self.train_group_size = train_group_size
-        self.query_instruction = query_instruction
+        self.query_instruction = resolve_instruction(query_instruction)
         self.streaming = streaming
         self.shuffle_buffer_size = shuffle_buffer_size
         self.on_bad_row = on_bad_row
@@ -358,6 +359,12 @@ class PairDataModule(ShardedDataModule):
         self.collator = PairCollator(tokenizer, query_max_length, passage_max_length, pad_to_multiple_of)
         self.train_dataset: PairDataset | StreamingPairDataset | None = None
         self.bad_rows = BadRowReport()
+
+    @property
+    def trained_query_instruction(self) -> str:
+        """The instruction queries are trained with (``""``: none); rows with their own
+        ``prompt`` differ. The bi-encoder records it in the exported model."""
+        return self.query_instruction or ""
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_dataset is not None:

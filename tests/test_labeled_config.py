@@ -10,7 +10,7 @@ from ctem.cli.train import run
 from ctem.config import config_dir
 from ctem.modules import MultiTaskModule
 from data_modules import LabeledDataModule
-from data_modules.labeled import BGE_ZH_RETRIEVAL_INSTRUCTION
+from ctem.instructions import BGE_ZH
 from tests.helpers.labeled_data import write_mixture
 from tests.helpers.tiny import write_vocab
 
@@ -33,7 +33,7 @@ def test_multitask_stage_and_labeled_data_build_from_config(tmp_path: Path) -> N
     assert module.loss_fn.temperature == 0.02 and module.optimizer_config.lr == 1e-5
     assert module.own_group_loss_fn.temperature == 0.02 and not module.own_group_loss_fn.in_batch_negatives
     parts = {p.name: p for p in datamodule.parts}
-    assert parts["qa"].instruction == BGE_ZH_RETRIEVAL_INSTRUCTION and parts["cls"].instruction is None
+    assert parts["qa"].instruction == BGE_ZH and parts["cls"].instruction is None
     assert not parts["cls"].in_batch_negatives
     batch = next(iter(datamodule.train_dataloader()))
     assert batch["task"] in parts and batch["group_size"] == 2

@@ -11,7 +11,8 @@ from lightning.fabric.utilities.data import _set_sampler_epoch
 from transformers import BertTokenizerFast
 
 from data_modules import DataFormatError, LabeledDataModule
-from data_modules.labeled import BGE_ZH_RETRIEVAL_INSTRUCTION, MixtureSchedule, SameDatasetBatchSampler
+from ctem.instructions import BGE_ZH
+from data_modules.labeled import MixtureSchedule, SameDatasetBatchSampler
 from tests.helpers.labeled_data import make_rows, write_mixture, write_rows
 from tests.helpers.tiny import write_vocab
 
@@ -51,7 +52,7 @@ def test_queries_carry_their_dataset_instruction_and_passages_never(tmp_path, to
     assert len(samples) == 12
     for sample in samples:
         if sample["task"] == "ret":
-            prefix = BGE_ZH_RETRIEVAL_INSTRUCTION
+            prefix = BGE_ZH
         else:
             prefix = STS_INSTRUCTION
         raw = sample["query"]
@@ -62,14 +63,14 @@ def test_queries_carry_their_dataset_instruction_and_passages_never(tmp_path, to
         assert sample["task"] == ("ret" if row in ret else "sts")
         for passage in sample["passages"]:
             assert passage in passages  # passages exactly as in the data: no instruction
-            assert not passage.startswith((BGE_ZH_RETRIEVAL_INSTRUCTION, STS_INSTRUCTION))
+            assert not passage.startswith((BGE_ZH, STS_INSTRUCTION))
     # the row with its own prompt got the prompt, not the dataset instruction
     assert "行自己的提示：" + sts[3]["query"] in {s["query"] for s in samples}
     assert STS_INSTRUCTION + sts[3]["query"] not in {s["query"] for s in samples}
     # mining rows: raw queries with the instruction they train with, one group per dataset
     mined = dm.mining_rows()
     assert [m["query"] for m in mined[:6]] == [r["query"] for r in ret]
-    assert {m["prompt"] for m in mined[:6]} == {BGE_ZH_RETRIEVAL_INSTRUCTION}
+    assert {m["prompt"] for m in mined[:6]} == {BGE_ZH}
     assert (mined[6 + 3]["query"], mined[6 + 3]["prompt"]) == (sts[3]["query"], "行自己的提示：")
     assert [m["group"] for m in mined] == ["ret"] * 6 + ["sts"] * 6
     assert [m["pos"] for m in mined] == [r["pos"] for r in ret + sts]
@@ -89,7 +90,7 @@ def test_instructions_by_type_and_empty_instruction(tmp_path, tokenizer):
     parts = {p.name: p for p in dm.parts}
     assert parts["a"].instruction is None and parts["b"].instruction == "S:" and parts["c"].instruction is None
     queries = {s["task"]: s["query"] for s in _all_samples(dm)}
-    assert queries["b"].startswith("S:") and not queries["a"].startswith(("R:", BGE_ZH_RETRIEVAL_INSTRUCTION))
+    assert queries["b"].startswith("S:") and not queries["a"].startswith(("R:", BGE_ZH))
 
 
 def test_folder_makes_one_dataset_per_file_with_row_types(tmp_path, tokenizer):
@@ -98,7 +99,7 @@ def test_folder_makes_one_dataset_per_file_with_row_types(tmp_path, tokenizer):
     parts = {p.name: p for p in dm.parts}
     assert [p.name for p in dm.parts] == ["cls", "qa", "sim"]  # sorted file order
     assert {n: p.type for n, p in parts.items()} == {"qa": "retrieval", "sim": "sts", "cls": "classification"}
-    assert parts["qa"].instruction == BGE_ZH_RETRIEVAL_INSTRUCTION and parts["sim"].instruction is None
+    assert parts["qa"].instruction == BGE_ZH and parts["sim"].instruction is None
     assert not parts["cls"].in_batch_negatives and parts["qa"].in_batch_negatives and parts["sim"].in_batch_negatives
 
 
@@ -112,7 +113,7 @@ def test_type_errors_are_clear(tmp_path, tokenizer):
         _module(tokenizer, str(tmp_path / "untyped"))
     # a configured type wins over (or stands in for) the rows' field
     dm = _module(tokenizer, {"u": {"files": str(tmp_path / "untyped"), "type": "retrieval"}})
-    assert dm.parts[0].instruction == BGE_ZH_RETRIEVAL_INSTRUCTION
+    assert dm.parts[0].instruction == BGE_ZH
     with pytest.raises(ValueError, match=r"in-batch negatives off, so it needs hard negatives"):
         _module(tokenizer, {"u": {"files": str(tmp_path / "untyped"), "type": "classification"}}, train_group_size=1)
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['instrucion'\]"):
@@ -216,7 +217,7 @@ def test_shared_labeled_folder_loads_one_dataset_per_file(tokenizer, tmp_path):
     types = {p.name: p.type for p in dm.parts}
     assert types["kgclue"] == "retrieval" and types["atec"] == "sts" and types["ocnli"] == "nli"
     for part in dm.parts:
-        expected = BGE_ZH_RETRIEVAL_INSTRUCTION if part.type == "retrieval" else None
+        expected = BGE_ZH if part.type == "retrieval" else None
         assert part.instruction == expected and part.in_batch_negatives
     batch = next(iter(dm.train_dataloader()))
     assert batch["query"]["input_ids"].shape[0] == 8 and batch["task"] in types

@@ -19,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, PreTrainedTokenizerBase
 
+from ctem.instructions import resolve_instruction
 from ctem.tokenization import check_local_or_hub, load_tokenizer
 
 Pooling = Literal["cls", "mean", "last"]
@@ -69,8 +70,11 @@ class TextEncoder(nn.Module):
         gradient_checkpointing: recompute activations in backward to save memory.
         attn_implementation: ``sdpa`` (fused attention where transformers supports it),
             ``eager`` or ``None`` (library default).
-        query_instruction: instruction written into the sentence-transformers config as the
-            ``query`` prompt when saving (the instruction users should prepend to queries).
+        query_instruction: the instruction of retrieval queries (text, or a name of
+            ``ctem.instructions.NAMED_INSTRUCTIONS``): ``""`` none, ``None`` unknown. Training
+            sets it to the one its queries train with; saving records it in
+            ``ctem_config.json`` and as the sentence-transformers ``query`` prompt, and
+            ``ctem-eval`` evaluates with it. Default: the one the loaded folder records.
         compile: compile the backbone with ``torch.compile`` (dynamic shapes; weights and
             saved files are unchanged).
     """
@@ -100,7 +104,7 @@ class TextEncoder(nn.Module):
         self.normalize: bool = saved.get("normalize", True) if normalize is None else normalize
         self.query_max_length: int = query_max_length or saved.get("query_max_length", 64)
         self.passage_max_length: int = passage_max_length or saved.get("passage_max_length", 256)
-        self.query_instruction: str | None = (
+        self.query_instruction: str | None = resolve_instruction(
             query_instruction if query_instruction is not None else saved.get("query_instruction")
         )
         kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
@@ -256,7 +260,7 @@ class TextEncoder(nn.Module):
             "normalize": self.normalize,
             "query_max_length": self.query_max_length,
             "passage_max_length": self.passage_max_length,
-            "query_instruction": self.query_instruction,
+            "query_instruction": self.query_instruction or "",
         }
         _write_json(out / CTEM_CONFIG_NAME, settings)
         _write_sentence_transformers_files(out, self)
@@ -276,7 +280,8 @@ def _load_backbone(name_or_path: str, kwargs: dict[str, Any]) -> nn.Module:
 
 
 def _read_saved_settings(name_or_path: str) -> dict[str, Any]:
-    """Pooling / normalisation / lengths saved by ctem or by sentence-transformers."""
+    """Pooling / normalisation / lengths / query instruction saved by ctem or by
+    sentence-transformers (its ``query`` prompt)."""
     root = Path(name_or_path)
     if not root.is_dir():
         return {}
@@ -284,6 +289,11 @@ def _read_saved_settings(name_or_path: str) -> dict[str, Any]:
     if ctem_file.is_file():
         return json.loads(ctem_file.read_text(encoding="utf-8"))
     settings: dict[str, Any] = {}
+    st_config = root / "config_sentence_transformers.json"
+    if st_config.is_file():
+        prompts = json.loads(st_config.read_text(encoding="utf-8")).get("prompts") or {}
+        if "query" in prompts:
+            settings["query_instruction"] = prompts["query"]
     modules_file = root / "modules.json"
     if modules_file.is_file():
         modules = json.loads(modules_file.read_text(encoding="utf-8"))

@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable, Literal, Protocol, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from ctem.instructions import resolve_instruction
 from data_modules.formats import (
     BadRowReport,
     DataFormatError,
@@ -65,7 +66,7 @@ class MiningConfig:
         negative_number: negatives per row (fewer when fewer usable candidates exist).
         seed: seed of the per-row sampling; equal seeds and embeddings give equal output.
         query_instruction: prepended to queries without their own ``prompt`` when encoding
-            (the written rows keep the original query).
+            (the written rows keep the original query); text or a name such as ``bge_zh``.
         false_negative_margin: drop candidates whose score exceeds the lowest positive's
             score minus this margin (``None``: no such filter). Scores are inner products of
             the embeddings (cosine for normalised encoders).
@@ -99,6 +100,7 @@ class MiningConfig:
         if not 0 <= lo < hi:
             raise ValueError(f"range must be [lo, hi] with 0 <= lo < hi, got {list(self.range)}")
         self.range = (lo, hi)
+        self.query_instruction = resolve_instruction(self.query_instruction)
         if self.negative_number < 1:
             raise ValueError(f"negative_number must be >= 1, got {self.negative_number}")
         if self.index not in ("flat", "ivf"):

@@ -14,7 +14,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_helpers import VOCAB, bag_of_chars, make_tiny_encoder, make_tiny_tasks  # noqa: E402
 
 from ctem.evaluation import (  # noqa: E402
-    BGE_ZH_QUERY_INSTRUCTION,
     CMTEBEvaluator,
     EncoderAdapter,
     EvalSettings,
@@ -25,6 +24,7 @@ from ctem.evaluation import (  # noqa: E402
 )
 from ctem.evaluation.data import RerankingData, SentencePairs  # noqa: E402
 from ctem.evaluation.tasks import Task  # noqa: E402
+from ctem.instructions import BGE_ZH  # noqa: E402
 
 needs_vocab = pytest.mark.skipif(not VOCAB.is_file(), reason=f"shared vocabulary not found at {VOCAB}")
 
@@ -48,14 +48,24 @@ def small_tasks() -> list[Task]:
 
 def test_instructions_only_on_retrieval_and_reranking_queries() -> None:
     rec = Recorder()
-    CMTEBEvaluator(small_tasks()).run(rec)
-    assert [i for _, i in rec.calls] == [None, None, BGE_ZH_QUERY_INSTRUCTION]  # STS, passages, queries
+    CMTEBEvaluator(small_tasks(), EvalSettings(query_instruction="bge_zh")).run(rec)
+    assert [i for _, i in rec.calls] == [None, None, BGE_ZH]  # STS, passages, queries
     rec = Recorder()
     CMTEBEvaluator(small_tasks(), EvalSettings(instructions=False)).run(rec)
     assert all(i is None for _, i in rec.calls)
     rec = Recorder()
     CMTEBEvaluator(small_tasks(), EvalSettings(task_instructions={"R": "查询：", "P": "句子："})).run(rec)
     assert [i for _, i in rec.calls] == ["句子：", None, "查询："]
+
+
+@pytest.mark.parametrize(
+    ("override", "recorded", "expected"),
+    [(None, "", None), (None, None, None), (None, "查询：", "查询："), ("bge_zh", "", BGE_ZH), ("none", "查询：", None), ("问：", "查询：", "问：")],
+)
+def test_model_recorded_instruction_unless_overridden(override, recorded, expected) -> None:
+    rec = Recorder()
+    CMTEBEvaluator(small_tasks(), EvalSettings(query_instruction=override).for_model(recorded)).run(rec)
+    assert [i for _, i in rec.calls] == [None, None, expected]
 
 
 def test_runner_averages_and_reports(tmp_path: Path) -> None:

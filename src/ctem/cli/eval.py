@@ -44,6 +44,15 @@ def settings_from_config(cfg: DictConfig) -> EvalSettings:
     )
 
 
+def describe_instruction(settings: EvalSettings, override: str | None) -> str:
+    """One line: which query instruction the evaluation uses, and where it came from."""
+    if not settings.instructions:
+        return "query instructions: off (instructions=false)"
+    source = "set by query_instruction=" if override is not None else "recorded by the model"
+    types = "/".join(settings.instruction_task_types)
+    return f"{types} query instruction: {settings.query_instruction!r} ({source})"
+
+
 def load_tasks(cfg: DictConfig) -> list[Task]:
     """Local task folders, or the official tasks from the hub when ``tasks_dir`` is null."""
     names = list(cfg.tasks) if cfg.tasks else None
@@ -71,7 +80,9 @@ def run(cfg: DictConfig) -> list[TaskResult]:
         write_task_json(result, out_dir, model_name, __version__)
         print(f"[ctem-eval] {result.task:<24} {result.main_metric:<16} {100 * result.main_score:6.2f}  ({result.seconds:.1f}s)", flush=True)
 
-    results = CMTEBEvaluator(tasks, settings_from_config(cfg)).run(adapter, start, end)
+    settings = settings_from_config(cfg).for_model(encoder.query_instruction)
+    print(f"[ctem-eval] {describe_instruction(settings, cfg.query_instruction)}", flush=True)
+    results = CMTEBEvaluator(tasks, settings).run(adapter, start, end)
     print("\n" + write_summary(results, out_dir, model_name, encoder.dim))
     print(f"[ctem-eval] results in {out_dir.resolve()}")
     return results

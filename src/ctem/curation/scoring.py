@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ctem.instructions import resolve_instruction
 from ctem.encoder import Pooling, TextEncoder
 
 
@@ -45,7 +46,7 @@ class PairScorer:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.encoder = encoder.to(self.device).eval()
-        self.query_instruction = query_instruction or ""
+        self.query_instruction = resolve_instruction(query_instruction) or ""
         self.passage_instruction = passage_instruction or ""
         self.query_max_length = query_max_length or encoder.query_max_length
         self.passage_max_length = passage_max_length or encoder.passage_max_length

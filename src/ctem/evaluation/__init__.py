@@ -8,7 +8,6 @@ from ctem.evaluation.encoding import EncoderAdapter
 from ctem.evaluation.registry import CMTEB_TASKS, HubTaskSpec, load_hub_task, load_hub_tasks
 from ctem.evaluation.report import write_summary, write_task_json
 from ctem.evaluation.runner import (
-    BGE_ZH_QUERY_INSTRUCTION,
     CMTEBEvaluator,
     EvalSettings,
     TaskResult,
@@ -24,7 +23,6 @@ from ctem.evaluation.tasks import (
 )
 
 __all__ = [
-    "BGE_ZH_QUERY_INSTRUCTION",
     "CMTEBEvaluator",
     "CMTEB_TASKS",
     "EncoderAdapter",

@@ -7,7 +7,7 @@ overall average over all tasks (not over types).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 from ctem.evaluation.evaluators import (
@@ -21,8 +21,7 @@ from ctem.evaluation.evaluators import (
 )
 from ctem.evaluation.evaluators.retrieval import DEFAULT_K_VALUES
 from ctem.evaluation.tasks import TASK_TYPES, Task
-
-BGE_ZH_QUERY_INSTRUCTION = "为这个句子生成表示以用于检索相关文章："
+from ctem.instructions import evaluation_instruction, resolve_instruction
 
 
 @dataclass
@@ -31,7 +30,9 @@ class EvalSettings:
 
     Attributes:
         instructions: prepend query instructions at all (False: no instruction anywhere).
-        query_instruction: instruction for queries of ``instruction_task_types``.
+        query_instruction: instruction for queries of ``instruction_task_types``: its text
+            or a name of ``ctem.instructions.NAMED_INSTRUCTIONS``. ``None``: the model's own
+            recorded instruction, filled in by :meth:`for_model` (none when unresolved).
         instruction_task_types: task types whose queries get ``query_instruction``.
         task_instructions: per task name, an instruction replacing the default
             (``None`` or ``""`` means none). On retrieval / reranking tasks it applies to
@@ -45,7 +46,7 @@ class EvalSettings:
     """
 
     instructions: bool = True
-    query_instruction: str = BGE_ZH_QUERY_INSTRUCTION
+    query_instruction: str | None = None
     instruction_task_types: tuple[str, ...] = ("Retrieval", "Reranking")
     task_instructions: dict[str, str | None] = field(default_factory=dict)
     k_values: tuple[int, ...] = DEFAULT_K_VALUES
@@ -57,13 +58,20 @@ class EvalSettings:
     clustering_batch_size: int = 500
     seed: int = 42
 
+    def for_model(self, recorded: str | None) -> "EvalSettings":
+        """These settings with ``query_instruction`` resolved for a model that ``recorded``
+        this instruction (``TextEncoder.query_instruction``): an explicit setting wins."""
+        return replace(self, query_instruction=evaluation_instruction(self.query_instruction, recorded))
+
     def instruction_for(self, task: Task) -> str | None:
         """The query instruction a task uses, or ``None``."""
         if not self.instructions:
             return None
         if task.name in self.task_instructions:
-            return self.task_instructions[task.name] or None
-        return self.query_instruction if task.type in self.instruction_task_types else None
+            return resolve_instruction(self.task_instructions[task.name]) or None
+        if task.type not in self.instruction_task_types:
+            return None
+        return resolve_instruction(self.query_instruction) or None
 
 
 @dataclass

@@ -141,6 +141,16 @@ class BiEncoderModule(L.LightningModule):
             self.log(f"{prefix}/tokens_per_s", tokens * world / seconds, batch_size=size)
         self._last_step_time = now
 
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str) -> None:
+        """Record in the encoder the instruction its retrieval queries train with (the
+        datamodule's ``trained_query_instruction``), so evaluation during training and the
+        exported model use the same one."""
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        trained = getattr(datamodule, "trained_query_instruction", None)
+        if stage == "fit" and trained is not None:
+            self.encoder.query_instruction = trained
+
     # ------------------------------------------------------------------ optim
     def configure_optimizers(self) -> Any:
         return build_optimizer_and_scheduler(self, self.optimizer_config, self.trainer.estimated_stepping_batches)

@@ -1,0 +1,39 @@
+"""Query instructions: one named constant each, and the one rule for which one applies.
+
+Any setting that takes an instruction (``model.query_instruction``, ``data.query_instruction``,
+``data.instructions_by_type.*``, ``ctem-eval query_instruction=``, ``ctem-mine
+query_instruction=``, ...) accepts either the text itself or one of the names of
+:data:`NAMED_INSTRUCTIONS`, so ``query_instruction=bge_zh`` works in any override without
+Hydra quoting rules.
+
+The rule: a trained model folder records the instruction its retrieval queries were trained
+with (``ctem_config.json`` ``query_instruction`` and the sentence-transformers ``query``
+prompt; ``""`` = none). Evaluation uses that recorded instruction unless the user sets one.
+"""
+
+from __future__ import annotations
+
+# BGE's Chinese retrieval instruction (C-Pack; the BAAI/bge-*-zh model cards).
+BGE_ZH = "为这个句子生成表示以用于检索相关文章："
+# BGE's English retrieval instruction (the BAAI/bge-*-en model cards).
+BGE_EN = "Represent this sentence for searching relevant passages: "
+
+# Short names usable wherever an instruction is configured; "none" means no instruction.
+NAMED_INSTRUCTIONS: dict[str, str] = {"bge_zh": BGE_ZH, "bge_en": BGE_EN, "none": ""}
+
+
+def resolve_instruction(value: str | None) -> str | None:
+    """The instruction text for ``value``: a name of :data:`NAMED_INSTRUCTIONS` becomes its
+    text; any other string is the instruction itself; ``None`` stays ``None`` (not set)."""
+    if value is None:
+        return None
+    return NAMED_INSTRUCTIONS.get(value, value)
+
+
+def evaluation_instruction(override: str | None, recorded: str | None) -> str:
+    """The retrieval-query instruction to evaluate a model with: the user's ``override`` when
+    set, else the instruction the model ``recorded`` (none when it records none)."""
+    chosen = resolve_instruction(override)
+    if chosen is None:
+        chosen = resolve_instruction(recorded)
+    return chosen or ""

@@ -1,0 +1,85 @@
+"""One instruction rule: training records the retrieval-query instruction it used, export
+writes it (ctem_config.json and the sentence-transformers ``query`` prompt), and evaluation
+(ctem-eval and the callback) uses it unless the user overrides it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from ctem import TextEncoder
+from ctem.cli import eval as eval_cli
+from ctem.cli.train import run
+from ctem.config import config_dir
+from ctem.instructions import BGE_ZH, NAMED_INSTRUCTIONS, resolve_instruction
+from tests.evaluation.eval_helpers import make_tiny_tasks
+from tests.helpers.labeled_data import write_mixture
+from tests.helpers.tiny import sentences, write_vocab
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("instr")
+    texts = sentences(48, seed=5, min_len=6, max_len=24)
+    pairs = root / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"query": a, "pos": [b]}, ensure_ascii=False) + "\n" for a, b in zip(texts, texts[1:])), encoding="utf-8")
+    return {
+        "vocab": write_vocab(root),
+        "pairs": pairs,
+        "labeled": write_mixture(root / "labeled", {"qa": (24, "retrieval"), "sim": (24, "sts")}),
+        "tasks": make_tiny_tasks(root / "tasks"),
+    }
+
+
+def train(compose_train, files, *data: str) -> tuple[Path, list]:
+    cfg = compose_train(
+        "model=tiny", f"model.tokenizer={files['vocab']}", *data, "logger=none", "trainer.max_steps=2", "data.batch_size=4",
+        "callbacks=cmteb_eval", f"callbacks.cmteb_eval.tasks_dir={files['tasks']}", "callbacks.cmteb_eval.tasks=null",
+        "callbacks.cmteb_eval.on_epoch_end=false", "callbacks.cmteb_eval.on_train_end=true",
+    )
+    built = run(cfg)
+    callback = next(c for c in built["trainer"].callbacks if hasattr(c, "last_results"))
+    return Path(cfg.stage.final_model_dir), callback.last_results
+
+
+def evaluate(model: Path, tasks: Path, out: Path, *overrides: str) -> dict[str, str | None]:
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("eval", overrides=[f"model_path={model}", f"tasks_dir={tasks}", f"output_dir={out}", "progress=false", *overrides])
+    return {r.task: r.instruction for r in eval_cli.run(cfg)}
+
+
+def test_multitask_records_its_retrieval_instruction_everywhere(compose_train, files, tmp_path) -> None:
+    model, during_training = train(compose_train, files, "stage=multitask", "data=labeled", f"data.datasets={files['labeled']}",
+                                   "data.train_group_size=2")
+    assert {r.task: r.instruction for r in during_training}["TinyRetrieval"] == BGE_ZH
+    assert json.loads((model / "ctem_config.json").read_text("utf-8"))["query_instruction"] == BGE_ZH
+    assert json.loads((model / "config_sentence_transformers.json").read_text("utf-8"))["prompts"]["query"] == BGE_ZH
+    assert TextEncoder.from_pretrained(model).query_instruction == BGE_ZH
+    assert evaluate(model, files["tasks"], tmp_path / "e1")["TinyRetrieval"] == BGE_ZH
+    assert evaluate(model, files["tasks"], tmp_path / "e2", "query_instruction=none")["TinyRetrieval"] is None
+
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(model), device="cpu").encode(["什么是苹果"], prompt_name="query")
+    ours = TextEncoder.from_pretrained(model).encode(["什么是苹果"], instruction=BGE_ZH, is_query=True)
+    np.testing.assert_allclose(st, ours, atol=1e-5)
+
+
+def test_contrastive_without_instruction_is_evaluated_without_one(compose_train, files, tmp_path) -> None:
+    model, during_training = train(compose_train, files, "data=pairs", f"data.train_files=[{files['pairs']}]", "data.train_group_size=1")
+    assert {r.task: r.instruction for r in during_training}["TinyRetrieval"] is None
+    assert json.loads((model / "ctem_config.json").read_text("utf-8"))["query_instruction"] == ""
+    assert evaluate(model, files["tasks"], tmp_path / "e1")["TinyRetrieval"] is None
+    assert evaluate(model, files["tasks"], tmp_path / "e2", "query_instruction=bge_zh")["TinyRetrieval"] == BGE_ZH
+
+
+def test_named_instructions_in_any_setting(compose_train, files) -> None:
+    assert resolve_instruction("bge_zh") == BGE_ZH and resolve_instruction("none") == "" and resolve_instruction(None) is None
+    assert resolve_instruction("问：") == "问："
+    cfg = compose_train("model=tiny", f"model.tokenizer={files['vocab']}", "data=pairs", f"data.train_files=[{files['pairs']}]",
+                        "data.query_instruction=bge_en", "logger=none", "callbacks=none", "train=false")
+    assert run(cfg)["datamodule"].trained_query_instruction == NAMED_INSTRUCTIONS["bge_en"]
