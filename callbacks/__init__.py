@@ -2,5 +2,6 @@
 
 from callbacks.cmteb_eval import CMTEBEvalCallback
 from callbacks.hard_negative_refresh import HardNegativeRefresh
+from callbacks.progress import StepProgressBar
 
-__all__ = ["CMTEBEvalCallback", "HardNegativeRefresh"]
+__all__ = ["CMTEBEvalCallback", "HardNegativeRefresh", "StepProgressBar"]

@@ -19,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, PreTrainedTokenizerBase
 
+from ctem.files import apply_umask
 from ctem.instructions import resolve_instruction
 from ctem.tokenization import check_local_or_hub, load_tokenizer
 
@@ -131,6 +132,11 @@ class TextEncoder(nn.Module):
                 f"tokenizer {tok_source!r} has {len(self.tokenizer)} tokens but the model's "
                 f"vocab_size is {self.backbone.config.vocab_size}"
             )
+        limit = position_limit(self.backbone.config)
+        if limit is not None and self.tokenizer.model_max_length > limit:
+            # tokenizers built from a vocab.txt say 1e30: saved as is, AutoTokenizer would
+            # not truncate and AutoModel would fail on texts past the position table.
+            self.tokenizer.model_max_length = limit
         # A task head inside the backbone (BERT's `pooler`) is never used by ctem's pooling:
         # freeze it so DDP does not wait for gradients that never come. It is still saved.
         unused = getattr(self.backbone, "pooler", None)
@@ -264,10 +270,23 @@ class TextEncoder(nn.Module):
         }
         _write_json(out / CTEM_CONFIG_NAME, settings)
         _write_sentence_transformers_files(out, self)
+        apply_umask(out)
         return out
 
 
 # --------------------------------------------------------------------------- helpers
+def position_limit(config: Any) -> int | None:
+    """Longest input (tokens) the backbone's position embeddings cover, or ``None``.
+
+    RoBERTa-style models reserve ``padding_idx + 1`` positions of their table."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if not positions:
+        return None
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer"):
+        positions -= (getattr(config, "pad_token_id", 1) or 1) + 1
+    return int(positions)
+
+
 def _load_backbone(name_or_path: str, kwargs: dict[str, Any]) -> nn.Module:
     check_local_or_hub(name_or_path, "model")
     try:

@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable, Literal, Protocol, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from ctem.files import apply_umask
 from ctem.instructions import resolve_instruction
 from data_modules.formats import (
     BadRowReport,
@@ -443,6 +444,7 @@ def write_jsonl_atomic(rows: Iterable[dict[str, Any]], output: str | os.PathLike
             tmp.close()
             os.unlink(tmp.name)
             raise
+    apply_umask(tmp.name)
     os.replace(tmp.name, out)
     return out
 

@@ -46,8 +46,25 @@ def run(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
     if cfg.get("train", True):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        ckpt_path = cfg.get("ckpt_path")
+        if ckpt_path:
+            note_resume(Path(ckpt_path), Path(cfg.paths.output_dir), trainer)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     return {"encoder": encoder, "datamodule": datamodule, "module": module, "trainer": trainer}
+
+
+def note_resume(ckpt_path: Path, run_dir: Path, trainer: L.Trainer) -> None:
+    """Say (and write to ``run_dir/resumed_from.txt``) which checkpoint and run folder this
+    run continues. A missing checkpoint is an input error."""
+    if not ckpt_path.is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
+    if not trainer.is_global_zero:
+        return
+    earlier = ckpt_path.resolve().parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.resolve().parent
+    line = f"resuming from {ckpt_path.resolve()} (earlier part of this run: {earlier})"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "resumed_from.txt").write_text(line + "\n", encoding="utf-8")
+    print(f"[ctem] {line}", flush=True)
 
 
 def report(cfg: DictConfig, trainer: L.Trainer) -> None:
