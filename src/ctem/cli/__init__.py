@@ -5,6 +5,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
+from omegaconf.errors import MissingMandatoryValue
+
 from ctem.evaluation.tasks import TaskFormatError
 from data_modules.formats import DataFormatError
 
@@ -20,3 +22,5 @@ def input_errors_as_messages(command: str) -> Iterator[None]:
         yield
     except INPUT_ERRORS as err:
         raise SystemExit(f"{command}: error: {err}") from None
+    except MissingMandatoryValue as err:
+        raise SystemExit(f"{command}: error: {err.full_key} is required: add {err.full_key}=... to the command") from None

@@ -64,10 +64,11 @@ def load_tasks(cfg: DictConfig) -> list[Task]:
 
 def run(cfg: DictConfig) -> list[TaskResult]:
     """Evaluate ``cfg.model_path`` on the selected tasks; write JSONs and the summary."""
+    model_path = cfg.model_path  # a missing model is reported before anything is loaded
     tasks = load_tasks(cfg)
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    encoder = TextEncoder.from_pretrained(cfg.model_path).to(device)
-    model_name = cfg.model_name or Path(str(cfg.model_path).rstrip("/")).name
+    encoder = TextEncoder.from_pretrained(model_path).to(device)
+    model_name = cfg.model_name or Path(str(model_path).rstrip("/")).name
     out_dir = Path(cfg.output_dir)
     adapter = EncoderAdapter(
         encoder, batch_size=cfg.batch_size, max_length=cfg.max_length, show_progress=cfg.progress

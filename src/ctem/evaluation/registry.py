@@ -113,12 +113,26 @@ def _columns(rows: Any, spec: HubTaskSpec, wanted: list[str]) -> dict[str, list[
     return out
 
 
-def load_hub_task(spec: HubTaskSpec, cache_dir: str | None = None) -> Task:
-    """Download (or read from the ``datasets`` cache) one official task."""
+def hub_split(hub_id: str, subset: str | None, split: str, cache_dir: str | None) -> Any:
+    """One split of a hub dataset; a failure to reach or read it is a ``TaskFormatError``
+    naming the dataset (one line for the command line), not a network stack trace."""
     from datasets import load_dataset
 
+    try:
+        return load_dataset(hub_id, subset, split=split, cache_dir=cache_dir)
+    except Exception as err:  # network, auth, missing dataset or split: all input problems here
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TaskFormatError(
+            f"hf://{hub_id} ({split}): could not be loaded from the Hugging Face hub ({reason}); "
+            "evaluate local task folders with tasks_dir=DIR"
+        ) from err
+
+
+def load_hub_task(spec: HubTaskSpec, cache_dir: str | None = None) -> Task:
+    """Download (or read from the ``datasets`` cache) one official task."""
+
     def split(name: str, hub_id: str = spec.hub_id) -> Any:
-        return load_dataset(hub_id, spec.subset, split=name, cache_dir=cache_dir)
+        return hub_split(hub_id, spec.subset, name, cache_dir)
 
     if spec.type in ("STS", "PairClassification"):
         target = "score" if spec.type == "STS" else "label"
@@ -137,7 +151,7 @@ def load_hub_task(spec: HubTaskSpec, cache_dir: str | None = None) -> Task:
     else:
         corpus, queries = split("corpus"), split("queries")
         qrels: dict[str, dict[str, int]] = {}
-        for row in load_dataset(spec.hub_id + "-qrels", split=spec.split, cache_dir=cache_dir):
+        for row in hub_split(spec.hub_id + "-qrels", None, spec.split, cache_dir):
             qrels.setdefault(str(row["qid"]), {})[str(row["pid"])] = int(row["score"])
         titles = list(corpus["title"]) if "title" in corpus.column_names else []
         data = RetrievalData(
@@ -155,6 +169,6 @@ def load_hub_tasks(names: list[str] | None = None, types: list[str] | None = Non
     """Load the selected official tasks (all 35 by default)."""
     unknown = sorted(set(names or []) - set(CMTEB_TASKS))
     if unknown:
-        raise ValueError(f"unknown C-MTEB tasks {unknown}; known: {sorted(CMTEB_TASKS)}")
+        raise TaskFormatError(f"unknown C-MTEB tasks {unknown}; known: {sorted(CMTEB_TASKS)}")
     specs = [CMTEB_TASKS[n] for n in names] if names else list(CMTEB_TASKS.values())
     return [load_hub_task(s, cache_dir) for s in specs if not types or s.type in types]

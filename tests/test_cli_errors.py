@@ -1,0 +1,30 @@
+"""Input errors of the commands are one line on stderr with exit status 1, no traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def command(module: str, *args: str, cwd) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "ctem-eval: error: model_path is required: add model_path=... to the command"),
+        (("model_path=some/model", "tasks_dir=null", "tasks=[ATEC]"), "ctem-eval: error: hf://C-MTEB/ATEC (test): could not be loaded"),
+        (("model_path=some/model", "tasks_dir=null", "tasks=[NoSuchTask]"), "ctem-eval: error: unknown C-MTEB tasks ['NoSuchTask']"),
+    ],
+    ids=["no_arguments", "unreachable_hub_task", "unknown_task"],
+)
+def test_ctem_eval_input_errors_are_one_line(tmp_path, args, message) -> None:
+    proc = command("ctem.cli.eval", *args, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), proc.stderr[-2000:]
