@@ -10,6 +10,7 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler
 
 from ctem.distributed import rank_and_world
+from data_modules.formats import DataSizeError
 
 
 class EpochSeededSampler(DistributedSampler):
@@ -66,6 +67,11 @@ class ShardedDataModule(L.LightningDataModule):
         if isinstance(dataset, IterableDataset):
             return DataLoader(dataset, **options)
         rank, world = self.rank_world()
+        if self.drop_last and len(dataset) < self.batch_size * world:
+            raise DataSizeError(
+                f"data.batch_size={self.batch_size} x {world} device(s) needs at least {self.batch_size * world} "
+                f"training rows for one full batch, but the data has {len(dataset)}: lower data.batch_size or add data"
+            )
         sampler = EpochSeededSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed, drop_last=False)
         return DataLoader(dataset, sampler=sampler, **options)
 

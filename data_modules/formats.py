@@ -27,6 +27,10 @@ def check_on_bad_row(on_bad_row: str) -> OnBadRow:
     return on_bad_row  # type: ignore[return-value]
 
 
+class DataSizeError(ValueError):
+    """Training data too small for the configured batches (one line for the command line)."""
+
+
 class DataFormatError(ValueError):
     """A bad training row: ``location`` is ``file:line`` and ``field`` the offending key."""
 

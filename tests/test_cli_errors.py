@@ -28,3 +28,14 @@ def test_ctem_eval_input_errors_are_one_line(tmp_path, args, message) -> None:
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), proc.stderr[-2000:]
+
+
+def test_batch_larger_than_the_data_is_one_line(tmp_path) -> None:
+    proc = command("ctem.cli.train", "data.batch_size=2048", "logger=none", "callbacks=none", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1] == (
+        "ctem-train: error: data.batch_size=2048 x 1 device(s) needs at least 2048 training rows for one full batch, "
+        "but the data has 776: lower data.batch_size or add data"
+    ), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
