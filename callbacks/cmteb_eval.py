@@ -6,6 +6,8 @@ configured local tasks and logs ``cmteb/<task>/<metric>``, ``cmteb/<type>`` (per
 of main scores) and ``cmteb/average`` to every logger (and to ``trainer.callback_metrics``
 so ``ModelCheckpoint(monitor="cmteb/average")`` works too). Under DDP every rank encodes
 its share of the texts and the embeddings are gathered; all ranks compute the same scores.
+With a ``WandbLogger`` attached, each evaluation's results also go to the W&B table
+``cmteb/results`` (task, type, main_metric, main_score).
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from ctem.evaluation import (
 )
 
 log = logging.getLogger(__name__)
+
+# Columns of the W&B table of each evaluation's results (logged when a WandbLogger is attached).
+WANDB_TABLE_COLUMNS = ("task", "type", "main_metric", "main_score")
 
 
 class CMTEBEvalCallback(Callback):
@@ -97,6 +102,7 @@ class CMTEBEvalCallback(Callback):
         self.save_best = save_best
         self.best_dir = best_dir
         self.best_average = float("-inf")
+        self.best_step: int | None = None
         self.last_results: list[TaskResult] = []
         self._adapter: EncoderAdapter | None = None
         self._last_step = -1
@@ -133,10 +139,12 @@ class CMTEBEvalCallback(Callback):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
+            self._log_wandb_table(trainer, results)
             log.info("C-MTEB at step %d: average %.4f", trainer.global_step, metrics["cmteb/average"])
-        if self.save_best and metrics["cmteb/average"] > self.best_average:
-            self._save_best(trainer, pl_module)
-        self.best_average = max(self.best_average, metrics["cmteb/average"])
+        if metrics["cmteb/average"] > self.best_average:
+            if self.save_best:
+                self._save_best(trainer, pl_module)
+            self.best_average, self.best_step = metrics["cmteb/average"], trainer.global_step
         if self.first_average is None:
             self.first_average = metrics["cmteb/average"]
         return metrics
@@ -165,6 +173,16 @@ class CMTEBEvalCallback(Callback):
             out[f"cmteb/{key}"] = float(value)
         return out
 
+    def _log_wandb_table(self, trainer: L.Trainer, results: list[TaskResult]) -> None:
+        """Log ``results`` as the W&B table ``cmteb/results`` (columns task, type,
+        main_metric, main_score) to every attached ``WandbLogger``."""
+        from lightning.pytorch.loggers import WandbLogger
+
+        rows = [[r.task, r.type, r.main_metric, float(r.main_score)] for r in results]
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_table(key="cmteb/results", columns=list(WANDB_TABLE_COLUMNS), data=rows, step=trainer.global_step)
+
     def _save_best(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         folder = Path(self.best_dir or Path(trainer.default_root_dir) / "best_cmteb")
         trainer.save_checkpoint(folder / "best.ckpt")  # collective under DDP
@@ -174,7 +192,8 @@ class CMTEBEvalCallback(Callback):
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        return {"best_average": self.best_average}
+        return {"best_average": self.best_average, "best_step": self.best_step}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best_average = state_dict.get("best_average", float("-inf"))
+        self.best_step = state_dict.get("best_step")
