@@ -1,56 +1,121 @@
 #!/usr/bin/env bash
-# The C-Pack recipe end to end: RetroMAE pre-training -> contrastive learning -> instruction
-# fine-tuning, each stage starting from the previous stage's final_model/.
+# The C-Pack recipe end to end: RetroMAE pre-training -> contrastive learning -> hard-negative
+# mining -> instruction fine-tuning -> C-MTEB evaluation, each stage starting from the
+# previous stage's final_model/.
 #
-#   scripts/cpack_pipeline.sh [RUN_DIR] [overrides for every stage ...]
+#   scripts/cpack_pipeline.sh [RUN_DIR] [overrides for every training stage ...]
 #
-#   RUN_DIR    folder of the chain (default logs/cpack/<date>_<time>); stage S runs in
-#              RUN_DIR/S (hydra.run.dir) and leaves its encoder in RUN_DIR/S/final_model.
-#   overrides  Hydra overrides given to every stage, e.g. trainer=gpu logger=csv.
+#   RUN_DIR    folder of the chain (default logs/cpack/<date>_<time>); training stage S runs
+#              in RUN_DIR/S (hydra.run.dir) and leaves its encoder in RUN_DIR/S/final_model;
+#              `mine` writes RUN_DIR/mine/<file>.jsonl, `eval` writes RUN_DIR/eval/.
+#   overrides  Hydra overrides given to every training stage, e.g. trainer=gpu logger=csv.
 #
 # Environment:
-#   STAGES             stages in order (default "pretrain contrastive finetune"); each is
-#                      conf/experiment/cpack/<stage>.yaml
+#   STAGES             stages in order (default "pretrain contrastive mine finetune eval").
+#                      pretrain / contrastive / finetune train with conf/experiment/cpack/[PRESET/]<stage>.yaml;
+#                      mine mines hard negatives for every labeled file with the previous model
+#                      (finetune then trains on them); eval runs ctem-eval on the last model.
+#   PRESET             a folder of conf/experiment/cpack/ holding the three stages with other
+#                      sizes, e.g. PRESET=cpu (the whole recipe from scratch on 2 CPU cores,
+#                      docs/reproduction.md). Default: none (conf/experiment/cpack/<stage>.yaml).
 #   START_MODEL        encoder the first stage starts from (hub id or folder). Default: none,
-#                      i.e. pre-training builds a new model (model=bert_small); required when
-#                      the first stage is not pretrain. With pretrain it continues
-#                      pre-training that checkpoint (e.g. START_MODEL=bert-base-chinese).
-#   PRETRAIN_ARGS / CONTRASTIVE_ARGS / FINETUNE_ARGS
+#                      i.e. pre-training builds a new model; required when the first stage is
+#                      not pretrain. With pretrain it continues pre-training that checkpoint.
+#   SEED               seed of every stage and of mining (default 42).
+#   LABELED            labeled training files to mine and fine-tune on
+#                      (default ${CTEM_SHARED_DATA:-../shared/data}/train/labeled).
+#   MINE_ARGS / EVAL_ARGS / PRETRAIN_ARGS / CONTRASTIVE_ARGS / FINETUNE_ARGS
 #                      extra overrides of one stage (space separated), e.g.
 #                      PRETRAIN_ARGS="model=bert_base trainer.max_steps=50000"
 #   PYTHON             interpreter (default: python)
 #
-# A stage whose final_model/ already exists is skipped, so re-running the same RUN_DIR after
-# an interruption resumes the chain at the unfinished stage.
+# A stage that has finished (its final_model/, mined files or evaluation summary exist) is
+# skipped, so re-running the same RUN_DIR after an interruption resumes the chain at the
+# unfinished stage. Each stage's wall time is appended to RUN_DIR/times.tsv.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RUN_DIR="${1:-logs/cpack/$(date +%Y-%m-%d_%H-%M-%S)}"
 shift $(( $# > 0 ? 1 : 0 ))
-STAGES="${STAGES:-pretrain contrastive finetune}"
+STAGES="${STAGES:-pretrain contrastive mine finetune eval}"
 PYTHON="${PYTHON:-python}"
+SEED="${SEED:-42}"
+LABELED="${LABELED:-${CTEM_SHARED_DATA:-../shared/data}/train/labeled}"
+EXPERIMENTS="cpack${PRESET:+/$PRESET}"
 previous="${START_MODEL:-}"
+mined=""
+mkdir -p "$RUN_DIR"
+
+timed() {  # timed STAGE COMMAND...: run COMMAND, append "STAGE<TAB>seconds" to times.tsv
+  local stage="$1" start
+  shift
+  start=$(date +%s)
+  "$@"
+  printf '%s\t%s\n' "$stage" "$(( $(date +%s) - start ))" >> "$RUN_DIR/times.tsv"
+}
 
 for stage in $STAGES; do
-  if [[ ! -f "$ROOT/conf/experiment/cpack/$stage.yaml" ]]; then
-    echo "cpack_pipeline: unknown stage '$stage' (no conf/experiment/cpack/$stage.yaml)" >&2
-    exit 2
-  fi
   stage_dir="$RUN_DIR/$stage"
   upper="$(echo "$stage" | tr '[:lower:]' '[:upper:]')_ARGS"
   read -r -a stage_args <<< "${!upper:-}"
-  args=("experiment=cpack/$stage" "hydra.run.dir=$stage_dir")
+  case "$stage" in
+    mine)
+      if [[ -z "$previous" ]]; then
+        echo "cpack_pipeline: mine needs a model: run a training stage first or set START_MODEL" >&2
+        exit 2
+      fi
+      if [[ -f "$stage_dir/.done" ]]; then
+        echo "cpack_pipeline: mine already done ($stage_dir), skipping"
+      else
+        echo "cpack_pipeline: mine -> $stage_dir"
+        mkdir -p "$stage_dir"
+        mine_all() {
+          local file
+          for file in "$LABELED"/*.jsonl; do
+            "$PYTHON" -m ctem.cli.mine model_path="$previous" input="$file" output="$stage_dir/$(basename "$file")" \
+              seed="$SEED" hydra.run.dir="$stage_dir/logs/$(basename "$file" .jsonl)" "${stage_args[@]}"
+          done
+        }
+        timed mine mine_all
+        touch "$stage_dir/.done"
+      fi
+      mined="$stage_dir"
+      continue
+      ;;
+    eval)
+      if [[ -z "$previous" ]]; then
+        echo "cpack_pipeline: eval needs a model: run a training stage first or set START_MODEL" >&2
+        exit 2
+      fi
+      if [[ -f "$stage_dir/summary.csv" ]]; then
+        echo "cpack_pipeline: eval already done ($stage_dir), skipping"
+      else
+        echo "cpack_pipeline: eval -> $stage_dir"
+        timed eval "$PYTHON" -m ctem.cli.eval model_path="$previous" output_dir="$stage_dir" progress=false \
+          hydra.run.dir="$stage_dir/logs" "${stage_args[@]}"
+      fi
+      continue
+      ;;
+  esac
+  if [[ ! -f "$ROOT/conf/experiment/$EXPERIMENTS/$stage.yaml" ]]; then
+    echo "cpack_pipeline: unknown stage '$stage' (no conf/experiment/$EXPERIMENTS/$stage.yaml)" >&2
+    exit 2
+  fi
+  args=("experiment=$EXPERIMENTS/$stage" "hydra.run.dir=$stage_dir" "seed=$SEED")
   if [[ -n "$previous" ]]; then
     args+=("model=hf" "model.name_or_path=$previous")
   elif [[ "$stage" != "pretrain" ]]; then
     echo "cpack_pipeline: stage '$stage' needs a model to start from: set START_MODEL" >&2
     exit 2
   fi
+  if [[ "$stage" == "finetune" && -n "$mined" ]]; then
+    args+=("data.datasets=$mined")
+  fi
   if [[ -f "$stage_dir/final_model/config.json" ]]; then
     echo "cpack_pipeline: $stage already done ($stage_dir/final_model), skipping"
   else
     echo "cpack_pipeline: $stage -> $stage_dir"
-    "$PYTHON" "$ROOT/train.py" "${args[@]}" "$@" "${stage_args[@]}"
+    timed "$stage" "$PYTHON" "$ROOT/train.py" "${args[@]}" "$@" "${stage_args[@]}"
   fi
   previous="$stage_dir/final_model"
 done
