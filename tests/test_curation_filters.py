@@ -59,6 +59,34 @@ def test_dedup_can_be_exact_only_and_spares_distinct_texts():
     assert near.check(texts[5][0], texts[5][1][1:] + "末") == "near_duplicate"
 
 
+
+def test_distinct_questions_about_one_passage_are_all_kept(tmp_path):
+    """Reading-comprehension data: many questions share a passage; none is a duplicate."""
+    rng = random.Random(4)
+    passage = random_text(rng, 400)
+    rows = [{"query": random_text(rng, 15), "pos": [passage], "neg": [], "id": i} for i in range(60)]
+    rows += [{"query": random_text(rng, 5), "pos": passage, "neg": [], "id": 60 + i} for i in range(5)]  # short queries
+    src = write_jsonl(tmp_path / "in" / "qa.jsonl", rows)
+    report = curate(str(src), tmp_path / "out", deduplicator=PairDeduplicator(), show_progress=False)
+    assert [r["id"] for r in read_jsonl(tmp_path / "out" / "qa.jsonl")] == list(range(65))
+    assert report.total.rows_out == 65
+
+
+def test_repeated_and_near_identical_pairs_are_removed_but_shared_sides_are_not():
+    rng = random.Random(5)
+    dedup = PairDeduplicator()
+    query, passage = random_text(rng, 30), random_text(rng, 200)
+    assert dedup.check(query, passage) is None
+    assert dedup.check(query, passage) == "exact_duplicate"
+    assert dedup.check(f"{query}？", f" {passage}。") == "exact_duplicate"  # equal after normalising
+    assert dedup.check(query + "吗", passage[:100] + "改" + passage[101:]) == "near_duplicate"
+    assert dedup.check(random_text(rng, 30), passage) is None  # another question about the passage
+    assert dedup.check(query, random_text(rng, 200)) is None  # the question with another passage
+    short = random_text(rng, 4)  # shorter than min_chars: matched exactly only
+    assert dedup.check(short, passage) is None
+    assert dedup.check(short, passage[:-1] + "改") == "near_duplicate"
+    assert dedup.check(short[:-1] + "改", passage) is None
+
 def _eval_tasks(root, rng):
     sts_pairs = [(random_text(rng, 12), random_text(rng, 12)) for _ in range(5)]
     write_jsonl(root / "TaskSTS" / "test.jsonl", [{"sentence1": a, "sentence2": b, "score": 3} for a, b in sts_pairs])
@@ -118,6 +146,7 @@ def test_bad_training_rows_stop_with_location_or_are_counted(tmp_path):
     src = write_jsonl(tmp_path / "train.jsonl", rows)
     with pytest.raises(DataFormatError, match=r"train.jsonl:2: invalid JSON"):
         curate(str(src), tmp_path / "out", show_progress=False)
+    assert list((tmp_path / "out").iterdir()) == []  # no output, no .partial file
     report = curate(str(src), tmp_path / "out", on_bad_row="skip", show_progress=False)
     assert report.total.rows_removed["bad_row"] == 2
     assert (report.total.rows_in, report.total.rows_out) == (4, 2)
@@ -129,3 +158,26 @@ def test_output_may_not_overwrite_an_input(tmp_path):
     src = write_jsonl(tmp_path / "train.jsonl", [{"query": "问", "pos": ["答"]}])
     with pytest.raises(ValueError, match="overwrite its input"):
         curate(str(src), tmp_path, show_progress=False)
+
+
+class _Interrupted(PairDeduplicator):
+    """Raises ``KeyboardInterrupt`` at the ``at``-th pair (like Ctrl-C mid-run)."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at, self.seen = at, 0
+
+    def check(self, query: str, positive: str) -> str | None:
+        self.seen += 1
+        if self.seen == self.at:
+            raise KeyboardInterrupt
+        return super().check(query, positive)
+
+
+def test_an_interrupted_run_leaves_no_partial_output(tmp_path):
+    rng = random.Random(6)
+    rows = [{"query": random_text(rng, 10), "pos": [random_text(rng, 40)]} for _ in range(6)]
+    files = [str(write_jsonl(tmp_path / "in" / "a.jsonl", rows[:3])), str(write_jsonl(tmp_path / "in" / "b.jsonl", rows[3:]))]
+    with pytest.raises(KeyboardInterrupt):
+        curate(files, tmp_path / "out", deduplicator=_Interrupted(at=5), show_progress=False)
+    assert list((tmp_path / "out").iterdir()) == []

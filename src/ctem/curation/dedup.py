@@ -1,10 +1,17 @@
 """Exact and near-duplicate removal of (query, positive) pairs, keeping the first.
 
+A pair is a duplicate of an earlier kept pair when its query AND its positive are each
+duplicates of that pair's query and positive; rows that merely share a query (several
+positives) or a positive (several questions about one passage) are not duplicates.
+
 Exact: the pair's normalised texts (``TextNormalizer``) hash to the same 16-byte digest.
-Near: MinHash signatures over character n-grams, indexed with banded LSH (``datasketch``),
-whose band count and width are chosen for ``threshold`` (estimated Jaccard similarity).
-A pair is a near duplicate when it shares a band with an earlier kept pair. The index holds
-band hashes only (about ``num_perm * 8`` bytes per kept pair), never texts.
+Near: every distinct normalised text of a kept pair (queries and positives apart) gets an
+id; two texts match when they are equal or, both at least ``min_chars`` long, their MinHash
+signatures over character n-grams share a band of an LSH index (``datasketch`` picks
+bands for ``threshold``, an estimated Jaccard similarity). A pair is a near duplicate when
+an earlier kept pair's query matches its query and the same pair's positive its positive.
+The relation is symmetric, so kept pairs never match each other (curating twice keeps
+all). The indexes hold digests, band hashes and id pairs, never texts.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ class MinHasher:
 
 
 class NearDuplicateIndex:
-    """Banded MinHash LSH over signatures; ``add_if_new`` keeps the first of near duplicates."""
+    """Banded MinHash LSH over signatures: which indexed entries share a band with a signature."""
 
     def __init__(self, threshold: float = 0.8, num_perm: int = 128) -> None:
         if not 0.0 < threshold <= 1.0:
@@ -61,12 +68,36 @@ class NearDuplicateIndex:
         self._next_key += 1
         return key
 
-    def add_if_new(self, signature: MinHash) -> bool:
-        """True (and indexed) when nothing indexed so far is a near duplicate."""
-        if self.matches(signature):
-            return False
-        self.insert(signature)
-        return True
+
+class TextIndex:
+    """Distinct normalised texts with ids: equal texts by digest, near duplicates by LSH
+    (texts shorter than ``min_chars`` are matched exactly only)."""
+
+    def __init__(self, hasher: MinHasher, threshold: float, ngram: int, min_chars: int) -> None:
+        self.hasher = hasher
+        self.ngram = ngram
+        self.min_chars = min_chars
+        self._ids: dict[bytes, int] = {}
+        self._near = NearDuplicateIndex(threshold, hasher.num_perm)
+
+    def lookup(self, text: str) -> tuple[set[int], bytes, MinHash | None]:
+        """Ids of the indexed texts matching normalised ``text``, plus its digest and
+        signature (for ``add``)."""
+        digest = text_digest(text)
+        found = {self._ids[digest]} if digest in self._ids else set()
+        signature = None
+        if len(text) >= self.min_chars:
+            signature = self.hasher.signature(char_ngrams(text, self.ngram))
+            found.update(self._near.matches(signature))
+        return found, digest, signature
+
+    def add(self, digest: bytes, signature: MinHash | None) -> int:
+        """The id of the text with ``digest`` (indexed now if new)."""
+        if digest not in self._ids:
+            self._ids[digest] = len(self._ids)
+            if signature is not None:
+                self._near.insert(signature, key=self._ids[digest])
+        return self._ids[digest]
 
 
 class PairDeduplicator:
@@ -74,13 +105,14 @@ class PairDeduplicator:
 
     Args:
         exact: drop pairs whose normalised query and positive equal an earlier pair's.
-        near: drop pairs whose n-gram MinHash is a near duplicate of an earlier kept pair.
-        threshold: estimated Jaccard similarity of the pairs' n-gram sets that counts as
-            near duplicate (query and positive n-grams are kept apart in the set).
+        near: drop pairs whose query and positive are both near duplicates of an earlier
+            kept pair's query and positive.
+        threshold: estimated Jaccard similarity of two texts' n-gram sets that counts as
+            near duplicate.
         ngram: characters per n-gram.
         num_perm: MinHash permutations (signature length).
-        min_chars: pairs whose normalised query + positive are shorter skip the near check
-            (their n-gram sets are too small for a meaningful similarity).
+        min_chars: normalised texts shorter than this are matched exactly only (their
+            n-gram sets are too small for a meaningful similarity).
         seed: seed of the MinHash permutations.
         normalizer: text normalisation used by both checks.
     """
@@ -98,16 +130,12 @@ class PairDeduplicator:
     ) -> None:
         self.exact = exact
         self.near = near
-        self.ngram = ngram
-        self.min_chars = min_chars
         self.normalizer = normalizer
         self._seen: set[bytes] = set()
-        self._hasher = MinHasher(num_perm, seed)
-        self._index = NearDuplicateIndex(threshold, num_perm) if near else None
-
-    def pair_grams(self, query: str, positive: str) -> set[str]:
-        """N-grams of a normalised pair: ``q``-prefixed query grams and ``p``-prefixed positive grams."""
-        return {"q" + g for g in char_ngrams(query, self.ngram)} | {"p" + g for g in char_ngrams(positive, self.ngram)}
+        hasher = MinHasher(num_perm, seed)
+        self._queries = TextIndex(hasher, threshold, ngram, min_chars)
+        self._positives = TextIndex(hasher, threshold, ngram, min_chars)
+        self._pairs: set[tuple[int, int]] = set()
 
     def check(self, query: str, positive: str) -> str | None:
         """``exact_duplicate`` / ``near_duplicate`` for a repeated pair, else ``None`` (and the
@@ -118,9 +146,12 @@ class PairDeduplicator:
             if digest in self._seen:
                 return EXACT_DUPLICATE
             self._seen.add(digest)
-        if self._index is not None and len(q) + len(p) >= self.min_chars:
-            if not self._index.add_if_new(self._hasher.signature(self.pair_grams(q, p))):
+        if self.near:
+            q_ids, q_digest, q_sig = self._queries.lookup(q)
+            p_ids, p_digest, p_sig = self._positives.lookup(p)
+            if any((i, j) in self._pairs for i in q_ids for j in p_ids):
                 return NEAR_DUPLICATE
+            self._pairs.add((self._queries.add(q_digest, q_sig), self._positives.add(p_digest, p_sig)))
         return None
 
 
@@ -130,4 +161,5 @@ __all__ = [
     "MinHasher",
     "NearDuplicateIndex",
     "PairDeduplicator",
+    "TextIndex",
 ]

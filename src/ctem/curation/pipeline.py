@@ -8,14 +8,17 @@ Per row, in this order (each stage sees only what the previous ones kept):
 
 1. bad rows: ``on_bad_row=error`` stops at the first with file:line:field; ``skip`` counts them;
 2. decontamination: the row is dropped when its query or a positive matches an evaluation text;
-3. exact, then near deduplication of each (query, positive) pair, keeping the first;
+3. exact, then near deduplication of each (query, positive) pair, keeping the first (a pair
+   is a duplicate when its query and its positive both repeat one earlier kept pair's);
 4. scoring: each remaining pair gets its cosine; pairs below ``threshold`` are dropped.
 
 A row is written when at least one positive survives: unchanged except that removed
 positives leave ``pos`` and ``score`` (the lowest kept pair score, rounded) is set. Output
-files keep the input names. Running ``curate`` again on its output with the same settings
-writes the same bytes: kept pairs are neither duplicates nor contaminated, and scores are
-recomputed exactly (see ``PairScorer``).
+files keep the input names; they are written as ``<name>.partial`` and renamed when every
+file is done, and any error (a bad row under ``on_bad_row=error`` included) or interrupt
+removes the partial files, so a failed run leaves no output. Running ``curate`` again on
+its output with the same settings writes the same bytes: kept pairs are neither duplicates
+nor contaminated, and scores are recomputed exactly (see ``PairScorer``).
 """
 
 from __future__ import annotations
@@ -214,27 +217,41 @@ def curate(
     bad_rows = BadRowReport()
     checks = IndexChecks(decontaminator, deduplicator)
     score_filter = ScoreFilter(scorer, threshold, score_decimals) if scorer is not None else None
-    for source, target in zip(files, targets):
-        rows = datasets.IterableDataset.from_generator(generate_rows, features=ROW_FEATURES, gen_kwargs={"path": source})
-        rows = rows.map(checks)
-        if score_filter is not None:
-            rows = rows.map(score_filter, batched=True, batch_size=rows_per_batch)
-        progress = tqdm(rows, total=count_lines(source), desc=Path(source).name, unit="row", disable=not show_progress)
-        report.files.append(_write_rows(progress, source, target, on_bad_row, bad_rows, report))
-    report.bad_row_examples = bad_rows.examples
-    if bad_rows.count:
-        log.warning(bad_rows.summary())
-    report.seconds = time.perf_counter() - started
-    report.save(out_dir)
+    partials = [t.with_name(t.name + ".partial") for t in targets]
+    try:
+        for source, target, partial in zip(files, targets, partials):
+            rows = datasets.IterableDataset.from_generator(generate_rows, features=ROW_FEATURES, gen_kwargs={"path": source})
+            rows = rows.map(checks)
+            if score_filter is not None:
+                rows = rows.map(score_filter, batched=True, batch_size=rows_per_batch)
+            with tqdm(rows, total=count_lines(source), desc=Path(source).name, unit="row", disable=not show_progress) as progress:
+                report.files.append(_write_rows(progress, source, target, partial, on_bad_row, bad_rows, report))
+        report.bad_row_examples = bad_rows.examples
+        if bad_rows.count:
+            log.warning("skipped %d bad row(s) (on_bad_row=skip):\n  %s", bad_rows.count, "\n  ".join(bad_rows.examples))
+        report.seconds = time.perf_counter() - started
+        report.save(out_dir)
+        for partial, target in zip(partials, targets):
+            os.replace(partial, target)
+    except BaseException:  # errors, bad rows under on_bad_row=error, KeyboardInterrupt: no partial output
+        for partial in partials:
+            partial.unlink(missing_ok=True)
+        raise
     return report
 
 
 def _write_rows(
-    rows: Any, source: str, target: Path, on_bad_row: OnBadRow, bad_rows: BadRowReport, report: CurationReport
+    rows: Any,
+    source: str,
+    target: Path,
+    partial: Path,
+    on_bad_row: OnBadRow,
+    bad_rows: BadRowReport,
+    report: CurationReport,
 ) -> FileStats:
-    """Consume one file's rows: count them, write kept rows to ``target`` atomically."""
+    """Consume one file's rows: count them, write kept rows to ``partial`` (``curate`` renames
+    it to ``target`` once every file is done)."""
     stats = FileStats(input=source, output=str(target))
-    partial = target.with_name(target.name + ".partial")
     with open(partial, "w", encoding="utf-8") as out:
         for row in rows:
             stats.rows_in += 1
@@ -273,5 +290,4 @@ def _write_rows(
             if report.scores is not None:
                 obj["score"] = min(scores[j] for j in kept)
             out.write(json.dumps(obj, ensure_ascii=False) + "\n")
-    os.replace(partial, target)
     return stats
