@@ -107,6 +107,11 @@ class CMTEBEvalCallback(Callback):
         self._adapter: EncoderAdapter | None = None
         self._last_step = -1
 
+    @property
+    def last_step(self) -> int | None:
+        """Global step of ``last_results`` (``None`` before the first evaluation)."""
+        return self._last_step if self.last_results else None
+
     # ------------------------------------------------------------------ hooks
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.eval_on_train_start:

@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from ctem.encoder import TextEncoder
 from ctem.optim import OptimizerConfig, build_optimizer_and_scheduler
-from ctem.modules.export import submodule_state
+from ctem.modules.export import count_parameters, submodule_state, write_card
 from ctem.retromae.checkpoint import DECODER_DIR_NAME, load_decoder, save_decoder
 from ctem.retromae.decoder import EnhancedDecoderLayer
 from ctem.retromae.mlm_head import MLMHead, load_pretrained_mlm_head
@@ -206,4 +206,5 @@ class RetroMAEModule(L.LightningModule):
         if not self.trainer.is_global_zero:
             return
         path = self.save(self.final_model_dir, state)
+        write_card(self.trainer, self.encoder, path, count_parameters(submodule_state(state, "encoder.backbone.")))
         print(f"[ctem] pre-trained encoder written to {path} (decoder + MLM head in {path / DECODER_DIR_NAME})")
