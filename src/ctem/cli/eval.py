@@ -28,6 +28,7 @@ from ctem.evaluation import (
     write_summary,
     write_task_json,
 )
+from ctem.evaluation.mteb_format import write_mteb_model_meta, write_mteb_task_json
 
 log = logging.getLogger("ctem.eval")
 
@@ -63,7 +64,8 @@ def load_tasks(cfg: DictConfig) -> list[Task]:
 
 
 def run(cfg: DictConfig) -> list[TaskResult]:
-    """Evaluate ``cfg.model_path`` on the selected tasks; write JSONs and the summary."""
+    """Evaluate ``cfg.model_path`` on the selected tasks; write JSONs (ctem's and mteb's
+    format) and the summary."""
     model_path = cfg.model_path  # a missing model is reported before anything is loaded
     tasks = load_tasks(cfg)
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -77,8 +79,12 @@ def run(cfg: DictConfig) -> list[TaskResult]:
     def start(task: Task) -> None:
         adapter.progress_label = f"{task.name} ({task.type})"
 
+    tasks_by_name = {task.name: task for task in tasks}
+    write_mteb_model_meta(out_dir, model_name, encoder.dim)
+
     def end(result: TaskResult) -> None:
         write_task_json(result, out_dir, model_name, __version__)
+        write_mteb_task_json(result, tasks_by_name[result.task], out_dir, model_name)
         print(f"[ctem-eval] {result.task:<24} {result.main_metric:<16} {100 * result.main_score:6.2f}  ({result.seconds:.1f}s)", flush=True)
 
     settings = settings_from_config(cfg).for_model(encoder.query_instruction)

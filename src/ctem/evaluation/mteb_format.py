@@ -1,0 +1,145 @@
+"""Results in the layout and format of the ``mteb`` package, so that mteb's own readers
+(``mteb.TaskResult.from_disk``, ``mteb.ResultCache(...).load_results()``) load them.
+
+Layout (mteb's results cache, rooted at ``<out_dir>/mteb``)::
+
+    <out_dir>/mteb/results/<model name, "/" -> "__">/no_revision_available/
+        model_meta.json
+        <TaskName>.json
+
+Task names are mteb's (``CMedQAv1`` -> ``CMedQAv1-reranking``; every other C-MTEB name is
+the same). Official tasks loaded from the hub record the evaluated split and subset of
+``CMTEB_TASKS`` and ``dataset_revision`` ``"main"`` (ctem reads the hub's default branch,
+not mteb's pinned revision). Local task folders record split ``"test"`` and
+``dataset_revision`` ``"local-stand-in"``: a local task named like an official one is a
+smaller stand-in, and its scores are not the official (leaderboard) numbers.
+``main_score`` is ctem's main score of the task (see ``DEFAULT_MAIN_SCORES``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ctem.evaluation.registry import CMTEB_TASKS
+from ctem.evaluation.runner import TaskResult
+from ctem.evaluation.tasks import Task
+from ctem.files import apply_umask
+
+MTEB_DIR = "mteb"
+# The mteb version whose result format these files follow (checked with its reader).
+MTEB_FORMAT_VERSION = "2.26.24"
+# mteb's placeholder for a model without a revision.
+MODEL_REVISION = "no_revision_available"
+HUB_REVISION = "main"
+LOCAL_REVISION = "local-stand-in"
+LOCAL_SPLIT = "test"
+# ctem task name -> mteb task name, where they differ.
+MTEB_TASK_NAMES: dict[str, str] = {"CMedQAv1": "CMedQAv1-reranking", "CMedQAv2": "CMedQAv2-reranking"}
+LANGUAGES = ["cmn-Hans"]
+# Languages of hub subsets as mteb's task metadata records them, where not LANGUAGES.
+SUBSET_LANGUAGES: dict[str, list[str]] = {"zh-CN": ["cmo-Hans"]}
+# Fields mteb's ModelMeta requires that ctem does not know (written as null).
+UNKNOWN_MODEL_FIELDS = (
+    "release_date",
+    "languages",
+    "n_parameters",
+    "memory_usage_mb",
+    "max_tokens",
+    "license",
+    "open_weights",
+    "public_training_code",
+    "public_training_data",
+    "use_instructions",
+    "training_datasets",
+    "loader",
+)
+
+
+def mteb_task_name(task_name: str) -> str:
+    """The mteb name of a ctem task."""
+    return MTEB_TASK_NAMES.get(task_name, task_name)
+
+
+def mteb_model_name(model_name: str) -> str:
+    """``model_name`` as an mteb model name (``organization/name``: ``local/`` is added
+    to a name without an organization)."""
+    return model_name if "/" in model_name else f"local/{model_name}"
+
+
+def mteb_results_dir(out_dir: str | Path, model_name: str) -> Path:
+    """The folder of one model's task files: ``<out_dir>/mteb/results/<model>/<revision>``."""
+    folder = mteb_model_name(model_name).replace("/", "__").replace(" ", "_")
+    return Path(out_dir) / MTEB_DIR / "results" / folder / MODEL_REVISION
+
+
+def mteb_task_record(result: TaskResult, task: Task) -> dict[str, Any]:
+    """The mteb ``TaskResult`` JSON of one task: every ctem metric plus ``main_score``,
+    under the evaluated split and subset."""
+    spec = CMTEB_TASKS.get(task.name)
+    if spec is not None and task.source == f"hf://{spec.hub_id}":
+        split, subset, revision = spec.split, spec.subset or "default", HUB_REVISION
+    else:
+        split, subset, revision = LOCAL_SPLIT, "default", LOCAL_REVISION
+    scores = {
+        **result.scores,
+        "main_score": result.main_score,
+        "hf_subset": subset,
+        "languages": list(SUBSET_LANGUAGES.get(subset, LANGUAGES)),
+    }
+    return {
+        "dataset_revision": revision,
+        "task_name": mteb_task_name(result.task),
+        "mteb_version": MTEB_FORMAT_VERSION,
+        "scores": {split: [scores]},
+        "evaluation_time": result.seconds,
+        "kg_co2_emissions": None,
+    }
+
+
+def mteb_model_meta(model_name: str, embed_dim: int | None) -> dict[str, Any]:
+    """mteb's ``model_meta.json``: name, revision, dimension, cosine similarity; the
+    fields ctem does not know are null."""
+    return {
+        "name": mteb_model_name(model_name),
+        "revision": MODEL_REVISION,
+        "embed_dim": embed_dim,
+        "framework": ["PyTorch"],
+        "similarity_fn_name": "cosine",
+        "modalities": ["text"],
+        "model_type": ["dense"],
+        **dict.fromkeys(UNKNOWN_MODEL_FIELDS),
+    }
+
+
+def write_json_atomic(data: Any, path: Path) -> Path:
+    """Write ``data`` as JSON to a temporary file beside ``path``, then rename it into place."""
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False, encoding="utf-8"
+    ) as tmp:
+        try:
+            tmp.write(text)
+        except BaseException:
+            tmp.close()
+            os.unlink(tmp.name)
+            raise
+    apply_umask(tmp.name)
+    os.replace(tmp.name, path)
+    return path
+
+
+def write_mteb_model_meta(out_dir: str | Path, model_name: str, embed_dim: int | None) -> Path:
+    """Write ``model_meta.json`` into the model's mteb results folder."""
+    path = mteb_results_dir(out_dir, model_name) / "model_meta.json"
+    return write_json_atomic(mteb_model_meta(model_name, embed_dim), path)
+
+
+def write_mteb_task_json(result: TaskResult, task: Task, out_dir: str | Path, model_name: str) -> Path:
+    """Write ``<TaskName>.json`` (mteb's task name) into the model's mteb results folder."""
+    path = mteb_results_dir(out_dir, model_name) / f"{mteb_task_name(result.task)}.json"
+    return write_json_atomic(mteb_task_record(result, task), path)
