@@ -15,11 +15,11 @@ same seed, so each row changes exactly that factor:
 | ``batch_64`` | contrastive batch 64 without the gradient cache, 16x the steps (the same pairs seen) |
 | ``no_instructions`` | fine-tuning without query instructions (the model then records none) |
 | ``no_hard_negatives`` | fine-tuning on the raw labeled files, in-batch negatives only |
-| ``mean_pooling`` | contrastive and fine-tuning with mean instead of [CLS] pooling |
+| ``cls_pooling`` | contrastive, mining and fine-tuning with BGE's [CLS] instead of mean pooling |
 | ``stage3_only`` | fine-tuning alone, from a random init |
 
-Fine-tuning rows all train on the hard negatives mined once per seed with the full recipe's
-stage-2 model (``<out>/seed<S>/full/mine``), so mining cost is paid once. The full recipe is
+Fine-tuning rows without a ``mine`` stage of their own train on the hard negatives mined
+once per seed with the full recipe's stage-2 model (``<out>/seed<S>/full/mine``). The full recipe is
 also evaluated at a random init and after each stage. Finished steps are skipped, so an
 interrupted run continues where it stopped. Prints the table (mean and spread over seeds
 per row, per task type) and writes it to ``<out>/table.md``; wall time per stage of the
@@ -61,10 +61,10 @@ ROWS: dict[str, tuple[str, str | None, dict[str, str]]] = {
         "full/contrastive",
         {"FINETUNE_ARGS": f"data.datasets={SHARED / 'train' / 'labeled'} data.train_group_size=1"},
     ),
-    "mean_pooling": (
-        "contrastive finetune eval",
+    "cls_pooling": (
+        "contrastive mine finetune eval",
         "full/pretrain",
-        {"CONTRASTIVE_ARGS": "model.pooling=mean", "FINETUNE_ARGS": "model.pooling=mean"},
+        {"CONTRASTIVE_ARGS": "model.pooling=cls", "FINETUNE_ARGS": "model.pooling=cls"},
     ),
     "stage3_only": ("finetune eval", "random", {}),
 }
@@ -102,7 +102,7 @@ def run_row(row: str, seed: int, out: Path) -> Path:
         env["START_MODEL"] = str(random_init(seed_dir / "random_init", seed))
     elif start is not None:
         env["START_MODEL"] = str(seed_dir / start / "final_model")
-    if row != "full" and "finetune" in stages and "data.datasets=" not in extra.get("FINETUNE_ARGS", ""):
+    if "mine" not in stages and "finetune" in stages and "data.datasets=" not in extra.get("FINETUNE_ARGS", ""):
         env["FINETUNE_ARGS"] = f"{extra.get('FINETUNE_ARGS', '')} data.datasets={seed_dir / 'full' / 'mine'}".strip()
     run(["bash", str(PIPELINE), str(run_dir), "logger=csv"], env)
     return run_dir / "eval"
