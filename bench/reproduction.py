@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--out", type=Path, default=REPO / "logs" / "reproduction")
+    parser.add_argument("--no-stage-evals", action="store_true",
+                        help="evaluate none of the full recipe's intermediate models (list those already evaluated)")
     parser.add_argument("--baseline", type=Path, default=REPO / "logs" / "baselines" / "tfidf_lsa", help="TF-IDF + LSA results folder")
     args = parser.parse_args(argv)
     if "full" not in args.rows:
@@ -163,8 +165,11 @@ def main(argv: list[str] | None = None) -> int:
             eval_dir = run_row(row, seed, args.out)
             if row == "full":
                 for label, model in STAGE_MODELS.items():
+                    stage_eval = full_dir / "eval_stages" / label.replace(" ", "_")
+                    if args.no_stage_evals and not (stage_eval / "summary.csv").is_file():
+                        continue
                     folder = random_init(full_dir.parent / model, seed) if model == "random_init" else full_dir / model
-                    results.setdefault(f"full recipe, {label}", []).append(scores(evaluate(folder, full_dir / "eval_stages" / label.replace(" ", "_"))))
+                    results.setdefault(f"full recipe, {label}", []).append(scores(evaluate(folder, stage_eval)))
             results.setdefault(row if row != "full" else "full recipe (after fine-tuning)", []).append(scores(eval_dir))
     text = table(results, args.seeds)
     times = [stage_times(args.out / f"seed{s}" / "full") for s in args.seeds]
