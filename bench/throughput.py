@@ -165,7 +165,7 @@ def worker_ctem(args: argparse.Namespace, cached: bool) -> dict:
     from ctem.encoder import TextEncoder
     from ctem.losses import InfoNCELoss
     from ctem.modules.bi_encoder import BiEncoderModule
-    from data_modules.pairs import PairCollator
+    from ctem.data_modules.pairs import PairCollator
 
     encoder = TextEncoder.from_pretrained(
         args.model, pooling="mean", normalize=True, query_max_length=args.max_length, passage_max_length=args.max_length
@@ -211,7 +211,7 @@ def worker_torch_loop(args: argparse.Namespace) -> dict:
     _setup_torch(args)
     from ctem.encoder import TextEncoder
     from ctem.losses import InfoNCELoss
-    from data_modules.pairs import PairCollator
+    from ctem.data_modules.pairs import PairCollator
 
     encoder = TextEncoder.from_pretrained(
         args.model, pooling="mean", normalize=True, query_max_length=args.max_length, passage_max_length=args.max_length

@@ -10,7 +10,7 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler
 
 from ctem.distributed import rank_and_world
-from data_modules.formats import DataSizeError
+from ctem.data_modules.formats import DataSizeError
 
 
 class EpochSeededSampler(DistributedSampler):

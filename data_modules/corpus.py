@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from transformers import PreTrainedTokenizerBase
 
 from ctem.retromae.masking import PADDING, SPECIAL, corrupt_for_mlm, decoder_attention_mask, sample_unit_masks
-from data_modules.formats import (
+from ctem.data_modules.formats import (
     BadRowReport,
     DataFormatError,
     OnBadRow,
@@ -46,8 +46,8 @@ from data_modules.formats import (
     require_object,
     require_text,
 )
-from data_modules.base import ShardedDataModule
-from data_modules.pairs import drop_bad_rows
+from ctem.data_modules.base import ShardedDataModule
+from ctem.data_modules.pairs import drop_bad_rows
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """`LabeledDataModule`: a mixture of labeled datasets with task instructions (C-Pack stage 3).
 
-Each dataset is a set of C-MTP-style JSON-lines files (rows as in ``data_modules.pairs``)
+Each dataset is a set of C-MTP-style JSON-lines files (rows as in ``ctem.data_modules.pairs``)
 with a task type (retrieval, sts, nli, classification, ...). Per dataset:
 
 - an **instruction** prepended to its queries only (never to passages): the dataset's own
@@ -37,9 +37,9 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
 from ctem.instructions import BGE_ZH, resolve_instruction
-from data_modules.base import ShardedDataModule
-from data_modules.formats import BadRowReport, OnBadRow, check_on_bad_row, expand_files
-from data_modules.pairs import PairCollator, PairDataset, drop_bad_rows, load_pair_rows
+from ctem.data_modules.base import ShardedDataModule
+from ctem.data_modules.formats import BadRowReport, OnBadRow, check_on_bad_row, expand_files
+from ctem.data_modules.pairs import PairCollator, PairDataset, drop_bad_rows, load_pair_rows
 
 log = logging.getLogger(__name__)
 

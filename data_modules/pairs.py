@@ -29,8 +29,8 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from transformers import PreTrainedTokenizerBase
 
 from ctem.instructions import resolve_instruction
-from data_modules.base import ShardedDataModule
-from data_modules.formats import (
+from ctem.data_modules.base import ShardedDataModule
+from ctem.data_modules.formats import (
     BadRowReport,
     DataFormatError,
     OnBadRow,

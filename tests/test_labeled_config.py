@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from ctem.cli.train import run
 from ctem.config import config_dir
 from ctem.modules import MultiTaskModule
-from data_modules import LabeledDataModule
+from ctem.data_modules import LabeledDataModule
 from ctem.instructions import BGE_ZH
 from tests.helpers.labeled_data import write_mixture
 from tests.helpers.tiny import write_vocab
@@ -42,5 +42,5 @@ def test_multitask_stage_and_labeled_data_build_from_config(tmp_path: Path) -> N
 def test_dev_experiment_points_at_the_shared_labeled_sets() -> None:
     cfg = _compose("experiment=finetune_labeled_dev", "paths.output_dir=/tmp/unused")
     assert cfg.stage._target_ == "ctem.modules.MultiTaskModule"
-    assert cfg.data._target_ == "data_modules.LabeledDataModule"
+    assert cfg.data._target_ == "ctem.data_modules.LabeledDataModule"
     assert cfg.data.datasets == "../shared/data/train/labeled" and cfg.data.train_group_size == 1

@@ -10,9 +10,9 @@ import pytest
 from lightning.fabric.utilities.data import _set_sampler_epoch
 from transformers import BertTokenizerFast
 
-from data_modules import DataFormatError, LabeledDataModule
+from ctem.data_modules import DataFormatError, LabeledDataModule
 from ctem.instructions import BGE_ZH
-from data_modules.labeled import MixtureSchedule, SameDatasetBatchSampler
+from ctem.data_modules.labeled import MixtureSchedule, SameDatasetBatchSampler
 from tests.helpers.labeled_data import make_rows, write_mixture, write_rows
 from tests.helpers.tiny import write_vocab
 

@@ -12,7 +12,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from ctem.losses import InfoNCELoss
 from ctem.modules import MultiTaskModule
-from data_modules import LabeledDataModule
+from ctem.data_modules import LabeledDataModule
 from tests.helpers.labeled_data import write_mixture
 from tests.helpers.tiny import tiny_encoder, write_vocab
 
@@ -103,7 +103,7 @@ def test_loss_is_logged_per_dataset_as_window_means(run):
 
 
 def test_hard_negative_refresh_works_on_the_mixture(tmp_path):
-    from callbacks import HardNegativeRefresh
+    from ctem.callbacks import HardNegativeRefresh
 
     vocab = write_vocab(tmp_path)
     data = write_mixture(tmp_path / "data", {"cls": (8, "classification"), "qa": (8, "retrieval")}, negatives=1)

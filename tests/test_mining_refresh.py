@@ -15,12 +15,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from callbacks import HardNegativeRefresh
-from callbacks.hard_negative_refresh import changed_fraction, gather_lists, sharded_encode
+from ctem.callbacks import HardNegativeRefresh
+from ctem.callbacks.hard_negative_refresh import changed_fraction, gather_lists, sharded_encode
 from ctem import InfoNCELoss, TextEncoder
 from ctem.mining import HardNegativeMiner, MiningConfig, candidate_pool
 from ctem.modules import BiEncoderModule
-from data_modules import PairDataModule
+from ctem.data_modules import PairDataModule
 
 CHARS = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后多定"
 

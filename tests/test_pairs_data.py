@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from data_modules import DataFormatError, PairDataModule
-from data_modules.pairs import sample_group
+from ctem.data_modules import DataFormatError, PairDataModule
+from ctem.data_modules.pairs import sample_group
 from ctem.tokenization import load_tokenizer
 from tests.helpers.tiny import write_vocab
 
@@ -58,7 +58,7 @@ def test_ranks_read_distinct_shards(tmp_path, tokenizer) -> None:
     f = write_rows(tmp_path / "a.jsonl", GOOD)
     dm = PairDataModule(tokenizer, train_files=str(f), batch_size=1, train_group_size=1, cache_dir=str(tmp_path / "c"))
     dm.setup("fit")
-    from data_modules.base import EpochSeededSampler
+    from ctem.data_modules.base import EpochSeededSampler
 
     shards = [list(EpochSeededSampler(dm.train_dataset, num_replicas=2, rank=r, seed=0)) for r in (0, 1)]
     assert not {i for i, _ in shards[0]} & {i for i, _ in shards[1]}

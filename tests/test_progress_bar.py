@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from callbacks import StepProgressBar
+from ctem.callbacks import StepProgressBar
 
 
 def bar_for(max_steps: int, global_step: int, epoch_batches: float, accumulate: int = 1) -> StepProgressBar:

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from ctem.tokenization import load_tokenizer
-from data_modules import DataFormatError, PretrainCorpusDataModule
-from data_modules.corpus import RetroMAECollator, pack_token_rows, tokenize_texts, word_spans
+from ctem.data_modules import DataFormatError, PretrainCorpusDataModule
+from ctem.data_modules.corpus import RetroMAECollator, pack_token_rows, tokenize_texts, word_spans
 from tests.retromae_helpers import random_texts, write_vocab
 
 

@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoModel, BertConfig, BertForMaskedLM
 from ctem import TextEncoder
 from ctem.modules import RetroMAEModule
 from ctem.retromae import DECODER_DIR_NAME, load_pretrained_mlm_head
-from data_modules.corpus import RetroMAECollator, tokenize_texts
+from ctem.data_modules.corpus import RetroMAECollator, tokenize_texts
 from tests.retromae_helpers import ROOT, TINY, random_texts, tiny_encoder, write_vocab
 
 

@@ -16,7 +16,7 @@ import torch
 from ctem import TextEncoder
 from ctem.modules import RetroMAEModule
 from ctem.tokenization import train_wordpiece_vocab
-from data_modules import PretrainCorpusDataModule
+from ctem.data_modules import PretrainCorpusDataModule
 from tests.retromae_helpers import CORPUS, ROOT, random_texts, tiny_encoder, write_vocab
 
 

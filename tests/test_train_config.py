@@ -14,7 +14,7 @@ def test_debug_presets_compose_with_hydra_settings(preset) -> None:
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("train", overrides=[f"debug={preset}"], return_hydra_config=True)
     assert cfg.task_name == "debug" and cfg.trainer.accelerator == "cpu"
-    assert list(cfg.hydra.verbose) == ["ctem", "data_modules", "callbacks"]
+    assert list(cfg.hydra.verbose) == ["ctem"]
 
 
 def test_ckpt_path_is_a_top_level_key(compose_train) -> None:

@@ -109,7 +109,7 @@ def test_cmteb_results_are_a_wandb_table(sweep) -> None:
 
 
 def test_single_run_keeps_its_task_name_and_no_group() -> None:
-    from ctem.cli.train import wandb_run_group, wandb_run_name
+    from ctem.wandb_runs import wandb_run_group, wandb_run_name
 
     assert wandb_run_name("train") == "train"
     assert wandb_run_group("train") is None
@@ -134,7 +134,7 @@ class FakeRun:
 def test_final_model_is_a_model_artifact_only_online(tmp_path, offline) -> None:
     from lightning.pytorch.loggers import WandbLogger
 
-    from ctem.cli.train import end_wandb_runs
+    from ctem.wandb_runs import end_wandb_runs
 
     final = tmp_path / "final_model"
     final.mkdir()

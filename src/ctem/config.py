@@ -8,7 +8,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+PACKAGE_DIR = Path(__file__).resolve().parent
+ASSETS_DIR = PACKAGE_DIR / "assets"
 
 
 def asset_path(relative: str) -> str:
@@ -36,22 +37,31 @@ def wandb_offline(mode: str = "auto") -> bool:
 
 
 def register_resolvers() -> None:
-    """Register ``ctem_asset`` and ``ctem_wandb_offline`` (idempotent)."""
-    if not OmegaConf.has_resolver("ctem_asset"):
-        OmegaConf.register_new_resolver("ctem_asset", asset_path)
-    if not OmegaConf.has_resolver("ctem_wandb_offline"):
-        OmegaConf.register_new_resolver("ctem_wandb_offline", wandb_offline)
+    """Register ``ctem_asset``, ``ctem_wandb_offline``, ``ctem_wandb_name`` and
+    ``ctem_wandb_group`` (idempotent)."""
+    from ctem.wandb_runs import wandb_run_group, wandb_run_name
+
+    resolvers = {
+        "ctem_asset": asset_path,
+        "ctem_wandb_offline": wandb_offline,
+        "ctem_wandb_name": wandb_run_name,
+        "ctem_wandb_group": wandb_run_group,
+    }
+    for name, resolver in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 def config_dir() -> str:
-    """The Hydra config folder ``conf/`` of this checkout (``CTEM_CONFIG_DIR`` overrides)."""
+    """The Hydra config folder: ``CTEM_CONFIG_DIR`` when set, else the configs installed with
+    the package (``ctem/conf``, shipped in the wheel), else ``conf/`` of this checkout."""
     override = os.environ.get("CTEM_CONFIG_DIR")
     candidates = [Path(override)] if override else []
-    candidates.append(Path(__file__).resolve().parents[2] / "conf")
+    candidates += [PACKAGE_DIR / "conf", PACKAGE_DIR.parents[1] / "conf"]
     for path in candidates:
         if (path / "train.yaml").is_file():
             return str(path)
     raise FileNotFoundError(
-        "ctem's Hydra configs (conf/) were not found; install ctem from its source tree with "
-        "`pip install -e .` or set CTEM_CONFIG_DIR to the conf/ folder"
+        f"ctem's Hydra configs were not found in {', '.join(map(str, candidates))}; "
+        "reinstall ctem or set CTEM_CONFIG_DIR to a conf/ folder"
     )

@@ -1,9 +1,13 @@
-"""File permissions of what ctem writes: the user's umask, like every other tool."""
+"""How ctem writes files: atomically (a temporary file beside the target, renamed into place
+when complete, removed on any failure) and with the user's umask, like every other tool."""
 
 from __future__ import annotations
 
 import os
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Iterator
 
 
 def current_umask() -> int:
@@ -23,3 +27,22 @@ def apply_umask(path: str | os.PathLike) -> None:
     for p in paths:
         if not p.is_symlink():
             os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+
+
+@contextmanager
+def atomic_writer(path: str | os.PathLike, encoding: str = "utf-8") -> Iterator[IO[str]]:
+    """A text file to write ``path`` through: a temporary file beside it that replaces
+    ``path`` (with the umask's mode) when the block ends normally, and is removed when it
+    raises (errors, KeyboardInterrupt), so ``path`` is either the old file or the complete
+    new one."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding=encoding) as handle:
+            yield handle
+        apply_umask(tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -2,7 +2,7 @@
 
 ``HardNegativeMiner`` sees only an encode function ``encode(texts, is_query) -> [N, H]``
 (or a :class:`ctem.TextEncoder`) and texts; ``ctem-mine`` and the
-``callbacks.HardNegativeRefresh`` callback both use it, so offline mining and refreshing
+``ctem.callbacks.HardNegativeRefresh`` callback both use it, so offline mining and refreshing
 negatives during training follow one code path.
 
 Rank range (the same slice as FlagEmbedding's ``range_for_sampling 2-200``): ``range=[lo, hi]``
@@ -33,9 +33,9 @@ from typing import Any, Callable, Iterable, Literal, Protocol, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from ctem.files import apply_umask
+from ctem.files import atomic_writer
 from ctem.instructions import resolve_instruction
-from data_modules.formats import (
+from ctem.data_modules.formats import (
     BadRowReport,
     DataFormatError,
     OnBadRow,
@@ -43,7 +43,7 @@ from data_modules.formats import (
     iter_valid_rows,
     validate_pair_row,
 )
-from data_modules.pairs import with_instruction
+from ctem.data_modules.pairs import with_instruction
 
 log = logging.getLogger(__name__)
 
@@ -434,19 +434,10 @@ def read_candidate_pool(pool_files: str | Sequence[str], on_bad_row: OnBadRow = 
 
 def write_jsonl_atomic(rows: Iterable[dict[str, Any]], output: str | os.PathLike) -> Path:
     """Write JSON lines to a temporary file beside ``output``, then rename it into place."""
-    out = Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=out.parent, prefix=f".{out.name}.", suffix=".tmp", delete=False, encoding="utf-8") as tmp:
-        try:
-            for row in rows:
-                tmp.write(json.dumps(row, ensure_ascii=False) + "\n")
-        except BaseException:
-            tmp.close()
-            os.unlink(tmp.name)
-            raise
-    apply_umask(tmp.name)
-    os.replace(tmp.name, out)
-    return out
+    with atomic_writer(output) as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return Path(output)
 
 
 def _merge(results: list[MiningResult]) -> MiningResult:

@@ -29,13 +29,12 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
-from ctem.files import apply_umask
+from ctem.files import atomic_writer
 
 MODEL_CARD_NAME = "README.md"
 TAGS = ["sentence-transformers", "feature-extraction", "sentence-similarity", "ctem"]
@@ -306,13 +305,6 @@ def write_model_card(folder: str | os.PathLike, facts: Mapping[str, Any]) -> Pat
     folder = Path(folder)
     target = folder / MODEL_CARD_NAME
     text = render_model_card(facts)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".README.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    apply_umask(target)
+    with atomic_writer(target) as handle:
+        handle.write(text)
     return target

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_helpers import VOCAB, make_tiny_encoder, make_tiny_tasks  # noqa: E402
 
-from callbacks import CMTEBEvalCallback  # noqa: E402
+from ctem.callbacks import CMTEBEvalCallback  # noqa: E402
 from ctem import TextEncoder  # noqa: E402
 from ctem.evaluation import CMTEBEvaluator, EncoderAdapter, averages, load_local_tasks  # noqa: E402
 

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from ctem.losses import InfoNCELoss  # noqa: E402
 from ctem.modules import MultiTaskModule  # noqa: E402
-from data_modules import LabeledDataModule  # noqa: E402
+from ctem.data_modules import LabeledDataModule  # noqa: E402
 from tests.helpers.tiny import tiny_encoder  # noqa: E402
 
 BATCH_PER_RANK = 2

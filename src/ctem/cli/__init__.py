@@ -8,7 +8,7 @@ from typing import Iterator
 from omegaconf.errors import MissingMandatoryValue
 
 from ctem.evaluation.tasks import TaskFormatError
-from data_modules.formats import DataFormatError, DataSizeError
+from ctem.data_modules.formats import DataFormatError, DataSizeError
 
 # Errors in what the user gave (files, rows, task folders): reported as one clear line.
 INPUT_ERRORS: tuple[type[Exception], ...] = (DataFormatError, DataSizeError, TaskFormatError, FileNotFoundError)

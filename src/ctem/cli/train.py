@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ctem.cli import input_errors_as_messages
 from ctem.config import config_dir, register_resolvers
+from ctem.wandb_runs import end_wandb_runs
 
 log = logging.getLogger("ctem.train")
 
@@ -91,89 +92,7 @@ def report(cfg: DictConfig, trainer: L.Trainer) -> None:
     print("\n[ctem] " + "\n[ctem] ".join(lines))
 
 
-# ---------------------------------------------------------------------------- W&B runs
-def _multirun_job() -> DictConfig | None:
-    """Hydra's config of the current job when it is one job of a multirun, else ``None``."""
-    if not HydraConfig.initialized():
-        return None
-    from hydra.types import RunMode
-
-    hc = HydraConfig.get()
-    return hc if hc.mode == RunMode.MULTIRUN else None
-
-
-def swept_overrides(hc: DictConfig) -> list[str]:
-    """The overrides of this multirun job whose keys the sweep varies (``data.batch_size=2048``
-    for ``-m data.batch_size=256,2048``), read from the sweep's ``multirun.yaml``."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    sweep_file = Path(str(hc.sweep.dir)) / "multirun.yaml"
-    if not sweep_file.is_file():
-        return []
-    parser = OverridesParser.create()
-    try:
-        sweep_overrides = OmegaConf.load(sweep_file).hydra.overrides.task
-        swept = {o.key_or_group for o in parser.parse_overrides(list(sweep_overrides)) if o.is_sweep_override()}
-        job = list(hc.overrides.task)
-        return [line for line, o in zip(job, parser.parse_overrides(job)) if o.key_or_group in swept]
-    except Exception as err:  # an unreadable sweep file only costs the nicer name
-        log.debug("swept overrides not read from %s: %s", sweep_file, err)
-        return []
-
-
-def wandb_run_name(default: str) -> str:
-    """W&B name of this run (``${ctem_wandb_name:...}``): a multirun job is named by its swept
-    overrides (``data.batch_size=2048``; all its overrides when no sweep file says which vary),
-    a single run ``default`` (the task name)."""
-    hc = _multirun_job()
-    if hc is None:
-        return default
-    return ",".join(swept_overrides(hc)) or str(hc.job.override_dirname) or f"{default}-{hc.job.num}"
-
-
-def wandb_run_group(task_name: str) -> str | None:
-    """W&B group of this run (``${ctem_wandb_group:...}``): the jobs of one multirun share
-    ``<task_name>-<sweep folder name>`` (the sweep's time by default); a single run has none."""
-    hc = _multirun_job()
-    return None if hc is None else f"{task_name}-{Path(str(hc.sweep.dir)).name}"
-
-
-def end_wandb_runs(trainer: L.Trainer, final_model_dir: str | None) -> None:
-    """Finish this job's W&B runs, after logging ``final_model_dir`` as a ``model`` artifact
-    when the run is online (offline and disabled runs skip the upload silently).
-
-    Lightning's ``WandbLogger`` leaves its run open at the end of ``fit``, and a new
-    ``WandbLogger`` reuses any open run; Hydra's basic launcher runs all jobs of a multirun
-    in one process, so without this every job would log into the first job's run."""
-    if not trainer.is_global_zero:
-        return
-    from lightning.pytorch.loggers import WandbLogger
-
-    for logger in trainer.loggers:
-        if not isinstance(logger, WandbLogger):
-            continue
-        experiment = logger.experiment
-        online = not getattr(experiment, "offline", True) and not getattr(experiment, "disabled", False)
-        if online and final_model_dir and Path(final_model_dir).is_dir():
-            import wandb
-
-            artifact = wandb.Artifact(f"final_model-{experiment.id}", type="model",
-                                      metadata={"global_step": trainer.global_step})
-            artifact.add_dir(str(final_model_dir))
-            experiment.log_artifact(artifact, aliases=["latest", "final"])
-        experiment.finish()
-
-
-def _register_wandb_resolvers() -> None:
-    """``${ctem_wandb_name:<default>}`` and ``${ctem_wandb_group:<task name>}`` (conf/logger/wandb.yaml)."""
-    if not OmegaConf.has_resolver("ctem_wandb_name"):
-        OmegaConf.register_new_resolver("ctem_wandb_name", wandb_run_name)
-    if not OmegaConf.has_resolver("ctem_wandb_group"):
-        OmegaConf.register_new_resolver("ctem_wandb_group", wandb_run_group)
-
-
 register_resolvers()
-_register_wandb_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")

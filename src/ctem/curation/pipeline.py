@@ -33,7 +33,7 @@ from typing import Any, Iterator, Sequence
 import datasets
 from tqdm.auto import tqdm
 
-from data_modules.formats import (
+from ctem.data_modules.formats import (
     BadRowReport,
     DataFormatError,
     OnBadRow,

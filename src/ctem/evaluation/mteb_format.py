@@ -19,15 +19,13 @@ smaller stand-in, and its scores are not the official (leaderboard) numbers.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ctem.evaluation.registry import CMTEB_TASKS
 from ctem.evaluation.runner import TaskResult
 from ctem.evaluation.tasks import Task
-from ctem.files import apply_umask
+from ctem.files import atomic_writer
 
 MTEB_DIR = "mteb"
 # The mteb version whose result format these files follow (checked with its reader).
@@ -116,20 +114,9 @@ def mteb_model_meta(model_name: str, embed_dim: int | None) -> dict[str, Any]:
 
 
 def write_json_atomic(data: Any, path: Path) -> Path:
-    """Write ``data`` as JSON to a temporary file beside ``path``, then rename it into place."""
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False, encoding="utf-8"
-    ) as tmp:
-        try:
-            tmp.write(text)
-        except BaseException:
-            tmp.close()
-            os.unlink(tmp.name)
-            raise
-    apply_umask(tmp.name)
-    os.replace(tmp.name, path)
+    """Write ``data`` as JSON to ``path`` atomically (``ctem.files.atomic_writer``)."""
+    with atomic_writer(path) as handle:
+        handle.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     return path
 
 

@@ -8,7 +8,7 @@ the text (``decoder_mask_ratio`` hidden per row, never the row itself). Both pre
 through one MLM head tied to the encoder's word embeddings. Loss = encoder MLM loss +
 decoder reconstruction loss.
 
-Batch layout (``data_modules.corpus.RetroMAECollator``)::
+Batch layout (``ctem.data_modules.corpus.RetroMAECollator``)::
 
     {"encoder": {"input_ids", "attention_mask"} [B, L],   # polluted text
      "encoder_labels": [B, L],                           # original id at masked positions, else -100
