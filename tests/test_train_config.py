@@ -20,3 +20,22 @@ def test_debug_presets_compose_with_hydra_settings(preset) -> None:
 def test_ckpt_path_is_a_top_level_key(compose_train) -> None:
     assert compose_train().ckpt_path is None
     assert compose_train("ckpt_path=run/checkpoints/last.ckpt").ckpt_path == "run/checkpoints/last.ckpt"
+
+
+def test_resumed_run_says_where_its_earlier_part_lives(tmp_path) -> None:
+    from ctem.api import train
+    from tests.helpers.tiny import sentences, write_vocab
+
+    vocab = write_vocab(tmp_path)
+    texts = sentences(24, seed=2, min_len=5)
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(f'{{"query": "{a}", "pos": ["{b}"]}}\n' for a, b in zip(texts, texts[1:])), encoding="utf-8")
+    common = ["model=tiny", f"model.tokenizer={vocab}", "data=pairs", f"data.train_files=[{data}]", "data.train_group_size=1",
+              "data.batch_size=4", "callbacks=default", "logger=none"]
+    first = train([*common, "trainer.max_steps=2", f"hydra.run.dir={tmp_path}/first"])
+    ckpt = first["run_dir"] / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
+    second = train([*common, "trainer.max_steps=4", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path}/second"])
+    assert second["trainer"].global_step == 4
+    note = (second["run_dir"] / "resumed_from.txt").read_text()
+    assert str(ckpt.resolve()) in note and str(first["run_dir"]) in note
