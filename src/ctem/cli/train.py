@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ctem.cli import input_errors_as_messages
 from ctem.config import config_dir, register_resolvers
+from ctem.files import atomic_writer
 from ctem.wandb_runs import end_wandb_runs
 
 log = logging.getLogger("ctem.train")
@@ -63,8 +64,8 @@ def note_resume(ckpt_path: Path, run_dir: Path, trainer: L.Trainer) -> None:
         return
     earlier = ckpt_path.resolve().parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.resolve().parent
     line = f"resuming from {ckpt_path.resolve()} (earlier part of this run: {earlier})"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "resumed_from.txt").write_text(line + "\n", encoding="utf-8")
+    with atomic_writer(run_dir / "resumed_from.txt") as handle:
+        handle.write(line + "\n")
     print(f"[ctem] {line}", flush=True)
 
 
