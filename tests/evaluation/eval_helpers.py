@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-VOCAB = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "vocab" / "bert-base-chinese" / "vocab.txt"
+HERE = Path(__file__).resolve().parent
 
 
 def bag_of_chars(texts: list[str], instruction: str | None = None, dim: int = 64) -> np.ndarray:
@@ -44,20 +45,35 @@ def make_tiny_tasks(root: Path) -> Path:
     return root
 
 
+def tiny_vocab() -> Path:
+    """A WordPiece vocab.txt (written once per process) of BERT's special tokens, ASCII and
+    every CJK character in this folder's test files, so the tiny encoder needs no shared data."""
+    import tempfile
+
+    path = Path(tempfile.gettempdir()) / f"ctem-eval-tests-vocab-{os.getpid()}.txt"
+    if not path.is_file():
+        text = "".join(f.read_text(encoding="utf-8") for f in sorted(HERE.glob("*.py")))
+        chars = sorted({c for c in text if "\u4e00" <= c <= "\u9fff"} | set("，。？！"))
+        tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz0123456789,.?!", *chars]
+        path.write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    return path
+
+
 def make_tiny_encoder(**overrides):
-    """A random 2-layer BERT (hidden 64) with the bert-base-chinese vocabulary."""
+    """A random 2-layer BERT (hidden 64) over ``tiny_vocab()``."""
     import torch
 
     from ctem import TextEncoder
 
     torch.manual_seed(0)
+    vocab = tiny_vocab()
     config = dict(
         model_type="bert",
-        vocab_size=21128,
+        vocab_size=len(vocab.read_text(encoding="utf-8").split()),
         hidden_size=64,
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=128,
         max_position_embeddings=512,
     )
-    return TextEncoder(config=config, tokenizer=str(VOCAB), **overrides)
+    return TextEncoder(config=config, tokenizer=str(vocab), **overrides)

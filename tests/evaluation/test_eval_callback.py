@@ -13,13 +13,12 @@ import torch
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_helpers import VOCAB, make_tiny_encoder, make_tiny_tasks  # noqa: E402
+from eval_helpers import make_tiny_encoder, make_tiny_tasks  # noqa: E402
 
 from ctem.callbacks import CMTEBEvalCallback  # noqa: E402
 from ctem import TextEncoder  # noqa: E402
 from ctem.evaluation import CMTEBEvaluator, EncoderAdapter, averages, load_local_tasks  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not VOCAB.is_file(), reason=f"shared vocabulary not found at {VOCAB}")
 
 TEXTS = ["今天天气很好", "我喜欢吃苹果", "银行贷款利率", "足球比赛很精彩", "手机电脑", "电影音乐"] * 4
 

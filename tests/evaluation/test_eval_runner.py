@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_helpers import VOCAB, bag_of_chars, make_tiny_encoder, make_tiny_tasks  # noqa: E402
+from eval_helpers import bag_of_chars, make_tiny_encoder, make_tiny_tasks  # noqa: E402
 
 from ctem.evaluation import (  # noqa: E402
     CMTEBEvaluator,
@@ -26,7 +26,6 @@ from ctem.evaluation.data import RerankingData, SentencePairs  # noqa: E402
 from ctem.evaluation.tasks import Task  # noqa: E402
 from ctem.instructions import BGE_ZH  # noqa: E402
 
-needs_vocab = pytest.mark.skipif(not VOCAB.is_file(), reason=f"shared vocabulary not found at {VOCAB}")
 
 
 class Recorder:
@@ -86,7 +85,6 @@ def test_runner_averages_and_reports(tmp_path: Path) -> None:
     assert rows[1][0] == "bag" and float(rows[1][-1]) == pytest.approx(100 * avg["average"], abs=0.006)
 
 
-@needs_vocab
 def test_encoder_adapter_matches_encode_caches_and_restores_mode() -> None:
     encoder = make_tiny_encoder()
     encoder.train()
@@ -105,7 +103,6 @@ def test_encoder_adapter_matches_encode_caches_and_restores_mode() -> None:
     assert calls  # a different instruction is a different text list
 
 
-@needs_vocab
 def test_encoder_adapter_sharding_splits_the_work() -> None:
     encoder = make_tiny_encoder()
     texts = [f"第{i}个句子" + "字" * (i % 7) for i in range(11)]
@@ -130,7 +127,6 @@ def test_encoder_adapter_sharding_splits_the_work() -> None:
     assert [a.texts_encoded for a in adapters] == [6 + 6, 5]  # rank 0 ran _embed twice
 
 
-@needs_vocab
 def test_ctem_eval_cli_writes_jsons_and_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from hydra import compose, initialize_config_dir
 

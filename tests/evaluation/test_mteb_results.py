@@ -11,7 +11,7 @@ import pytest
 mteb = pytest.importorskip("mteb", reason="mteb is not installed (pip install 'ctem[parity]'); its result reader is what is tested")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_helpers import VOCAB, bag_of_chars, make_tiny_encoder, make_tiny_tasks  # noqa: E402
+from eval_helpers import bag_of_chars, make_tiny_encoder, make_tiny_tasks  # noqa: E402
 
 from ctem.evaluation import CMTEB_TASKS, CMTEBEvaluator, TaskResult, load_local_tasks, write_task_json  # noqa: E402
 from ctem.evaluation.mteb_format import (  # noqa: E402
@@ -79,7 +79,6 @@ def test_official_tasks_use_mteb_names_splits_and_subsets() -> None:
         assert subset["languages"] == mteb_task.metadata.hf_subsets_to_langscripts[subset["hf_subset"]]
 
 
-@pytest.mark.skipif(not VOCAB.is_file(), reason=f"shared vocabulary not found at {VOCAB}")
 def test_ctem_eval_cli_writes_mteb_folder(tmp_path: Path) -> None:
     from hydra import compose, initialize_config_dir
 
