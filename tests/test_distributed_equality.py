@@ -1,4 +1,7 @@
-"""A 2-process gloo DDP step equals a 1-process step on the concatenated batch."""
+"""A 2-process gloo DDP step equals a 1-process step on the concatenated batch, padded,
+padding-free (length-sorted micro-chunks) and with the gradient cache, the padding-free and
+cached steps equal the padded one, and the cache all-reduces gradients once per optimizer
+step."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import torch
 from tests.helpers.tiny import write_vocab
 
 HELPER = Path(__file__).parent / "helpers" / "contrastive_step.py"
-CASES = [f"g{g}_{mode}" for g in (1, 2) for mode in ("plain", "cache")]
+CASES = [f"g{g}_{mode}" for g in (1, 2) for mode in ("padded", "plain", "cache")]
 
 
 def _run(cmd: list[str], cwd: Path) -> None:
@@ -75,3 +78,42 @@ def test_cache_matches_plain_in_one_process(results: Path) -> None:
         assert abs(plain["loss"] - cache["loss"]) < 1e-5
         assert _rel_err(_flat(cache["grads"]), _flat(plain["grads"])) < 1e-5
         _assert_each_close(cache["grads"], plain["grads"])
+
+
+@pytest.mark.parametrize("world", ["single", "double"])
+def test_padding_free_matches_padded(results: Path, world: str) -> None:
+    """The padding-free step (micro-chunks of 3 rows, embeddings back in batch order, then
+    the cross-device gather) gives the padded step's loss and gradients on every rank."""
+    for case in ("g1", "g2"):
+        for r in (0, 1) if world == "double" else (0,):
+            padded = torch.load(results / world / f"{case}_padded_rank{r}.pt")
+            free = torch.load(results / world / f"{case}_plain_rank{r}.pt")
+            assert abs(free["loss"] - padded["loss"]) <= 1e-5 * abs(padded["loss"])
+            assert _rel_err(_flat(free["grads"]), _flat(padded["grads"])) < 1e-5
+            _assert_each_close(free["grads"], padded["grads"])
+
+
+def test_cache_all_reduces_gradients_once_per_step(results: Path) -> None:
+    """DDP's reducer runs once per optimizer step with the cache as without it (one call
+    of the communication hook per gradient bucket), also over accumulated micro-batches;
+    so does the padding-free step, whose micro-chunks all join one graph."""
+    for case in ("g1", "g2", "acc2"):
+        for r in (0, 1):
+            padded = torch.load(results / "double" / f"{case}_padded_rank{r}.pt")["allreduces"]
+            plain = torch.load(results / "double" / f"{case}_plain_rank{r}.pt")["allreduces"]
+            cache = torch.load(results / "double" / f"{case}_cache_rank{r}.pt")["allreduces"]
+            assert cache == plain == padded >= 1, (case, cache, plain, padded)
+    one_step = torch.load(results / "double" / "g1_plain_rank0.pt")["allreduces"]
+    assert torch.load(results / "double" / "acc2_plain_rank0.pt")["allreduces"] == one_step  # the first micro-batch: no_sync
+
+
+def test_accumulated_clipped_step_is_the_same_everywhere(results: Path) -> None:
+    """Two accumulated micro-batches, clipped, stepped: the same weights in one process or
+    two, padded, padding-free or cached (float rounding apart)."""
+    ref = torch.load(results / "single" / "acc2_padded_rank0.pt")["weights"]
+    runs = [results / "single" / f"acc2_{mode}_rank0.pt" for mode in ("plain", "cache")]
+    runs += [results / "double" / f"acc2_{mode}_rank{r}.pt" for mode in ("padded", "plain", "cache") for r in (0, 1)]
+    for run in runs:
+        weights = torch.load(run)["weights"]
+        for name, value in ref.items():
+            torch.testing.assert_close(weights[name], value, rtol=0, atol=1e-6, msg=f"{run.name} {name}")

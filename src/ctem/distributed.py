@@ -1,4 +1,5 @@
-"""Distributed helpers: rank / world size and an all-gather that carries gradients."""
+"""Distributed helpers: rank / world size, an all-gather that carries gradients, whether
+DDP syncs this step's gradients, and the FSDP wrap policy."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Iterable
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 
 def is_distributed() -> bool:
@@ -58,27 +60,11 @@ def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     return _AllGatherWithGrad.apply(tensor)
 
 
-def all_reduce_gradients(parameters: Iterable[torch.nn.Parameter], bucket_bytes: int = 25 * 2**20) -> None:
-    """Average ``.grad`` over ranks in flat buckets of about ``bucket_bytes`` (one call per
-    optimizer step; used where the DDP reducer is bypassed). No-op without a process group."""
-    if not is_distributed() or dist.get_world_size() == 1:
-        return
-    world = dist.get_world_size()
-    grads = [p.grad for p in parameters if p.grad is not None]
-    bucket: list[torch.Tensor] = []
-    filled = 0
-    for i, grad in enumerate(grads):
-        bucket.append(grad)
-        filled += grad.numel() * grad.element_size()
-        if filled >= bucket_bytes or i == len(grads) - 1:
-            flat = torch.cat([g.reshape(-1) for g in bucket])
-            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-            flat /= world
-            offset = 0
-            for g in bucket:
-                g.copy_(flat[offset : offset + g.numel()].view_as(g))
-                offset += g.numel()
-            bucket, filled = [], 0
+def ddp_syncs_gradients(model: torch.nn.Module | None) -> bool:
+    """Whether the backward of the current step all-reduces gradients through ``model``'s
+    reducer: ``model`` (a strategy's wrapped model) is a ``DistributedDataParallel``
+    outside ``no_sync`` (Lightning blocks the sync on micro-batches it accumulates)."""
+    return isinstance(model, DistributedDataParallel) and model.require_backward_grad_sync
 
 
 class LayerClassWrapPolicy:

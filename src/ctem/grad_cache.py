@@ -2,100 +2,78 @@
 
 A step over a batch of any size in two passes:
 
-1. encode every chunk of ``chunk_size`` rows without an autograd graph, remembering the
-   random state before each chunk (dropout);
-2. compute the loss over all embeddings and its gradient with respect to the embeddings,
-   a block of queries at a time (``blockwise_infonce``); then re-encode each chunk with a
-   graph under the same random state and back-propagate ``sum(embeddings *
-   cached_gradient)``, whose parameter gradient is the chunk's share of the full-batch
-   gradient.
+1. forward (``embed_chunks``): encode every chunk of ``chunk_size`` rows without an
+   autograd graph, remembering the random state (dropout) and autocast settings before
+   each chunk; then compute the loss over all embeddings and its gradient with respect to
+   the embeddings, a block of queries at a time (``blockwise_infonce``);
+2. backward (``loss_with_replay``): the loss handed to the trainer is a leaf whose
+   backward hook re-encodes each chunk with a graph under the recorded state and
+   back-propagates ``g * sum(embeddings * cached_gradient)``, ``g`` being the gradient the
+   trainer's backward brings to the loss (its accumulation and AMP scaling), so the
+   parameters receive ``g`` times the full-batch gradient.
+
+Because all parameter gradients arise inside the trainer's own backward, gradient
+clipping, accumulation, AMP and schedulers compose with it unchanged. Under DDP only the
+last chunk back-propagates through the parameters' gradient accumulators, so DDP's
+reducer all-reduces the batch's summed gradient once (the other chunks use
+``torch.autograd.grad``, which the reducer does not see).
 
 Peak activation memory is that of one chunk, and the loss never holds more than a
 ``[chunk_size, N]`` slice of the score matrix, so memory grows linearly with the batch.
-Rows are chunked longest first to cut padding. The result equals the uncached gradient
-(up to float rounding). Reference: Gao, Zhang, Han, Callan, "Scaling Deep Contrastive
+Rows are chunked longest first to cut padding (``ctem.packing.split_tokens``). The result
+equals the uncached gradient (up to float rounding). Reference: Gao, Zhang, Han, Callan, "Scaling Deep Contrastive
 Learning Batch Size under Memory Limited Setup", RepL4NLP 2021.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
 
 from ctem.losses import InfoNCELoss
+from ctem.packing import Tokens, split_tokens, unsort
 
-Tokens = dict[str, torch.Tensor]
+__all__ = [
+    "GradCacheConfig", "ForwardState", "EmbeddedChunks", "blockwise_infonce", "embed_chunks",
+    "loss_with_replay", "split_tokens", "unsort",
+]  # fmt: skip
 
 
 @dataclass
 class GradCacheConfig:
     """enabled: use the two-pass step. chunk_size: rows encoded at once (queries and
-    passages are chunked separately), and queries scored at once by the loss. max_grad_norm: clip the global gradient norm
-    (Lightning's ``gradient_clip_val`` does not apply to this manually optimised step)."""
+    passages are chunked separately), and queries scored at once by the loss."""
 
     enabled: bool = False
     chunk_size: int = 64
-    max_grad_norm: float | None = None
 
 
-class RandomState:
-    """The CPU and (if used) CUDA random state at construction; ``restore()`` replays it."""
+class ForwardState:
+    """The CPU and (on CUDA) device random state and the autocast settings at construction;
+    ``replay()`` runs a block under them again (same dropout masks, same precision) and
+    restores the surrounding random state afterwards."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self.cpu_state = torch.get_rng_state()
-        self.cuda_state = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+        self.cpu_rng = torch.get_rng_state()
+        self.cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+        self.autocast = {
+            "enabled": torch.is_autocast_enabled(device.type),
+            "dtype": torch.get_autocast_dtype(device.type),
+            "cache_enabled": torch.is_autocast_cache_enabled(),
+        }
 
-    def restore(self) -> "_Restored":
-        return _Restored(self)
-
-
-class _Restored:
-    def __init__(self, state: RandomState) -> None:
-        self.state = state
-        devices = [state.device] if state.cuda_state is not None else []
-        self._fork = torch.random.fork_rng(devices=devices, enabled=True)
-
-    def __enter__(self) -> None:
-        self._fork.__enter__()
-        torch.set_rng_state(self.state.cpu_state)
-        if self.state.cuda_state is not None:
-            torch.cuda.set_rng_state(self.state.cuda_state, self.state.device)
-
-    def __exit__(self, *exc: object) -> None:
-        self._fork.__exit__(*exc)
-
-
-def split_tokens(tokens: Tokens, chunk_size: int) -> tuple[list[Tokens], torch.Tensor]:
-    """Row chunks ``[<=chunk_size, L]`` of a token dict, rows sorted longest first so each
-    chunk (trimmed to its own longest row) carries little padding.
-
-    Returns the chunks and ``order`` ``[N]``: chunk rows, concatenated, are rows ``order``
-    of ``tokens`` (``embeddings[order] = torch.cat(chunk_embeddings)`` restores the input
-    order).
-    """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    mask = tokens["attention_mask"]
-    order = torch.argsort(mask.sum(dim=1), descending=True, stable=True)
-    chunks = []
-    for start in range(0, order.numel(), chunk_size):
-        rows = order[start : start + chunk_size]
-        chunk = {k: v[rows] for k, v in tokens.items()}
-        length = int(chunk["attention_mask"].sum(dim=1).max())
-        if chunk["attention_mask"][:, length:].any():  # left padding: keep all columns
-            length = chunk["attention_mask"].size(1)
-        chunks.append({k: v[:, :length] for k, v in chunk.items()})
-    return chunks, order
-
-
-def unsort(sorted_rows: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """Rows in input order from rows in ``order`` (the inverse of ``x[order]``)."""
-    out = torch.empty_like(sorted_rows)
-    out[order] = sorted_rows
-    return out
+    @contextmanager
+    def replay(self) -> Iterator[None]:
+        devices = [self.device] if self.cuda_rng is not None else []
+        with torch.random.fork_rng(devices=devices), torch.autocast(self.device.type, **self.autocast):
+            torch.set_rng_state(self.cpu_rng)
+            if self.cuda_rng is not None:
+                torch.cuda.set_rng_state(self.cuda_rng, self.device)
+            yield
 
 
 def blockwise_infonce(
@@ -132,30 +110,79 @@ def blockwise_infonce(
     return loss, correct / total, q_grad, p_grad
 
 
-def encode_without_graph(
-    encode: Callable[..., torch.Tensor], chunks: list[Tokens]
-) -> tuple[torch.Tensor, list[RandomState]]:
-    """Pass 1: embeddings ``[N, H]`` of all chunks (no graph) and each chunk's random state."""
+@dataclass
+class EmbeddedChunks:
+    """Pass 1 over one input (a batch's queries or its passages)."""
+
+    embeddings: torch.Tensor  # [N, H] in input order, without a graph
+    chunks: list[Tokens]  # <= chunk_size rows each, longest first
+    order: torch.Tensor  # [N]: the chunks' rows, concatenated, are input rows `order`
+    states: list[ForwardState]  # before each chunk
+
+
+def embed_chunks(encode: Callable[..., torch.Tensor], tokens: Tokens, chunk_size: int) -> EmbeddedChunks:
+    """Pass 1: embed ``tokens`` ``[N, L]`` chunk by chunk without a graph, recording each
+    chunk's forward state."""
+    chunks, order = split_tokens(tokens, chunk_size)
     states, outputs = [], []
     with torch.no_grad():
         for chunk in chunks:
-            states.append(RandomState(chunk["input_ids"].device))
+            states.append(ForwardState(chunk["input_ids"].device))
             outputs.append(encode(**chunk))
-    return torch.cat(outputs), states
+    return EmbeddedChunks(unsort(torch.cat(outputs), order), chunks, order, states)
 
 
-def replay_with_graph(
+def loss_with_replay(
+    loss: torch.Tensor,
     encode: Callable[..., torch.Tensor],
-    chunks: list[Tokens],
-    states: list[RandomState],
-    embedding_grad: torch.Tensor,
-) -> Iterator[torch.Tensor]:
-    """Pass 2: for each chunk, the surrogate scalar ``sum(emb * cached_grad)`` to back-propagate
-    (the caller runs backward on each before the next chunk is encoded)."""
+    inputs: Sequence[tuple[EmbeddedChunks, torch.Tensor]],
+    parameters: Sequence[torch.nn.Parameter],
+    ddp_sync: bool,
+) -> torch.Tensor:
+    """Pass 2, run by the backward of the returned copy of ``loss`` (a scalar leaf).
+
+    ``inputs``: each input's pass 1 and the loss's gradient with respect to its embeddings
+    ``[N, H]`` (input order). The backward hook replays every chunk with a graph and
+    back-propagates ``sum(embeddings * cached_gradient)`` times the incoming gradient into
+    ``parameters``' ``.grad``. ``ddp_sync``: this backward's gradient accumulation fires
+    DDP's all-reduce (a DDP model outside ``no_sync``); every chunk but the last then gets
+    its gradient from ``torch.autograd.grad`` (invisible to DDP, one transient copy of the
+    gradients) and adds it to ``.grad``, so DDP all-reduces the sum once, at the last chunk.
+    """
+    jobs = [job for embedded, grad in inputs for job in _chunk_rows(embedded, grad)]
+
+    def replay(grad_output: torch.Tensor) -> None:
+        with torch.enable_grad():
+            for index, (chunk, state, grad) in enumerate(jobs):
+                with state.replay():
+                    embeddings = encode(**chunk)
+                surrogate = (embeddings * grad).sum()
+                if ddp_sync and index < len(jobs) - 1:
+                    _add_to_grad(parameters, torch.autograd.grad(surrogate, parameters, grad_output, allow_unused=True))
+                else:
+                    surrogate.backward(grad_output)
+        jobs.clear()  # free the cached gradients and chunks
+
+    out = loss.detach().requires_grad_(True)
+    out.register_hook(replay)
+    return out
+
+
+def _chunk_rows(embedded: EmbeddedChunks, grad: torch.Tensor) -> Iterator[tuple[Tokens, ForwardState, torch.Tensor]]:
+    """Each chunk with its state and its rows of ``grad`` (input order ``[N, H]``)."""
+    in_chunk_order = grad[embedded.order]
     start = 0
-    for chunk, state in zip(chunks, states):
+    for chunk, state in zip(embedded.chunks, embedded.states):
         rows = chunk["input_ids"].size(0)
-        with state.restore():
-            emb = encode(**chunk)
-        yield (emb * embedding_grad[start : start + rows].to(emb.dtype)).sum()
+        yield chunk, state, in_chunk_order[start : start + rows]
         start += rows
+
+
+def _add_to_grad(parameters: Sequence[torch.nn.Parameter], grads: Sequence[torch.Tensor | None]) -> None:
+    for parameter, grad in zip(parameters, grads):
+        if grad is None:
+            continue
+        if parameter.grad is None:
+            parameter.grad = grad
+        else:
+            parameter.grad.add_(grad)

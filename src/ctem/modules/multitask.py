@@ -11,6 +11,7 @@ from ctem.grad_cache import GradCacheConfig
 from ctem.losses import InfoNCELoss
 from ctem.modules.bi_encoder import BiEncoderModule
 from ctem.optim import OptimizerConfig
+from ctem.packing import PaddingFreeConfig
 
 
 class MultiTaskModule(BiEncoderModule):
@@ -20,8 +21,9 @@ class MultiTaskModule(BiEncoderModule):
     dataset turns in-batch negatives off (classification-like data, where other queries'
     positives are often correct answers too) are scored against their own group only
     (positive + hard negatives), with the same temperature; under DDP these batches skip
-    the cross-device gather (nothing from other ranks is scored). Everything else (loss,
-    cross-device negatives, gradient cache, logging, export) is ``BiEncoderModule``'s.
+    the cross-device gather (nothing from other ranks is scored). ``BiEncoderModule``
+    reads that flag per batch; everything else (loss, cross-device negatives, gradient
+    cache, logging, export) is ``BiEncoderModule``'s too.
 
     Logs, besides ``BiEncoderModule``'s metrics, ``train/loss/<task>`` and
     ``train/accuracy/<task>``: the means over the task's batches among the last
@@ -41,24 +43,12 @@ class MultiTaskModule(BiEncoderModule):
         negatives_cross_device: bool = False,
         grad_cache: GradCacheConfig | dict[str, Any] | None = None,
         final_model_dir: str | None = None,
+        padding_free: PaddingFreeConfig | dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(encoder, loss, optimizer, negatives_cross_device, grad_cache, final_model_dir)
-        self.own_group_loss_fn = InfoNCELoss(temperature=loss.temperature, in_batch_negatives=False)
-        self._batch_in_batch_negatives = True
+        super().__init__(encoder, loss, optimizer, negatives_cross_device, grad_cache, final_model_dir, padding_free)
         # task -> [loss sum, accuracy sum, batches] since the last write to the loggers
         self._task_sums: dict[str, list[float]] = {}
         self._batches_since_write = 0
-
-    def scoring(self) -> tuple[InfoNCELoss, bool]:
-        """The bi-encoder's scoring, or for batches without in-batch negatives each query's
-        own group of local passages only (nothing gathered from other ranks)."""
-        if self._batch_in_batch_negatives:
-            return super().scoring()
-        return self.own_group_loss_fn, False
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        self._batch_in_batch_negatives = bool(batch.get("in_batch_negatives", True))
-        return super().training_step(batch, batch_idx)
 
     def log_step(self, loss: torch.Tensor, accuracy: torch.Tensor, batch: dict[str, Any], prefix: str = "train") -> None:
         """``BiEncoderModule``'s metrics, plus the batch's task metrics (see the class docstring)."""
@@ -85,10 +75,11 @@ class MultiTaskModule(BiEncoderModule):
         self._batches_since_write = 0
         if not metrics or self._trainer is None:
             return
-        # The step Lightning writes its own rows at (optimizer steps before this batch, with
-        # automatic or manual optimisation alike); `global_step` already counts this batch's
-        # step under the gradient cache.
-        step = self.trainer.fit_loop.epoch_loop._batches_that_stepped
+        # The step Lightning writes its own rows at: the optimizer steps taken before this
+        # batch. Every step is automatically optimised (the gradient cache included) and
+        # this runs in training_step, before the batch's optimizer step, or at the epoch's
+        # end, after its last one; either way `global_step` counts exactly those steps.
+        step = self.trainer.global_step
         for logger in self.loggers:
             logger.log_metrics(metrics, step=step)
 
