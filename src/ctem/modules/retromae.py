@@ -20,7 +20,6 @@ Batch layout (``ctem.data_modules.corpus.RetroMAECollator``)::
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,13 +27,14 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ctem.encoder import TextEncoder
 from ctem.optim import OptimizerConfig, build_optimizer_and_scheduler
-from ctem.modules.export import count_parameters, submodule_state, write_card
+from ctem.modules.export import export_encoder, submodule_state
+from ctem.modules.throughput import Throughput
 from ctem.retromae.checkpoint import DECODER_DIR_NAME, load_decoder, save_decoder
 from ctem.retromae.decoder import EnhancedDecoderLayer
+from ctem.retromae.fused_loss import fused_linear_cross_entropy
 from ctem.retromae.mlm_head import MLMHead, load_pretrained_mlm_head
 
 log = logging.getLogger(__name__)
@@ -51,25 +51,30 @@ class RetroMAEOutput:
     decoder_accuracy: torch.Tensor
 
 
-def _masked_lm_loss(head: MLMHead, hidden: torch.Tensor, labels: torch.Tensor, word_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy and top-1 accuracy over positions whose label is not -100
-    (logits are computed only there). Zero loss when there is none."""
+def _masked_lm_loss(
+    head: MLMHead, hidden: torch.Tensor, labels: torch.Tensor, word_embeddings: torch.Tensor, chunk_size: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy and top-1 accuracy (detached) over the positions whose label is
+    not -100; zero loss and accuracy when there is none.
+
+    The head's dense / activation / LayerNorm run at those positions only (``[N, H]``, N
+    labelled positions), and its vocabulary projection is fused with the cross-entropy and
+    the accuracy (``fused_linear_cross_entropy``, ``chunk_size`` rows at a time): no
+    ``[N, V]`` logits are kept, nothing is recomputed in backward.
+    """
     targets = labels != -100
-    if not bool(targets.any()):
-        zero = hidden.sum() * 0.0
-        return zero, zero.detach()
-    logits = head(hidden[targets], word_embeddings).float()
-    gold = labels[targets]
-    return F.cross_entropy(logits, gold), (logits.argmax(dim=-1) == gold).float().mean().detach()
+    rows = head.transform(hidden[targets])
+    return fused_linear_cross_entropy(rows, word_embeddings, head.bias, labels[targets], chunk_size=chunk_size)
 
 
 class RetroMAEModule(L.LightningModule):
     """RetroMAE pre-training of ``encoder`` (a ``TextEncoder`` with a BERT-like backbone).
 
     Logs ``train/loss``, ``train/encoder_mlm_loss``, ``train/decoder_loss``,
-    ``train/encoder_mlm_accuracy``, ``train/decoder_accuracy``, ``train/lr`` and
-    ``train/tokens_per_s``. At the end of ``fit`` rank 0 writes the encoder to
-    ``final_model_dir`` (``TextEncoder.save_pretrained``, loadable by the next stage with
+    ``train/encoder_mlm_accuracy``, ``train/decoder_accuracy``, ``train/lr``,
+    ``train/samples_per_s`` and ``train/tokens_per_s`` (encoder tokens; global, all ranks).
+    At the end of ``fit`` rank 0 writes the encoder to ``final_model_dir``
+    (``TextEncoder.save_pretrained``, loadable by the next stage with
     ``model=hf model.name_or_path=<dir>``) and the decoder and MLM head to
     ``<final_model_dir>/retromae_decoder/``.
 
@@ -83,6 +88,9 @@ class RetroMAEModule(L.LightningModule):
             (e.g. ``bert-base-chinese``) and no ``decoder_checkpoint`` is given, start the MLM
             head from that checkpoint's head.
         final_model_dir: where to write the encoder (``None``: nowhere).
+        loss_chunk_size: labelled positions whose ``[chunk, V]`` logits are formed at once
+            by the fused MLM loss (``None``: ~128 MiB of float32 logits per chunk; lower it
+            for very large vocabularies on a small GPU). Losses do not depend on it.
     """
 
     def __init__(
@@ -92,6 +100,7 @@ class RetroMAEModule(L.LightningModule):
         decoder_checkpoint: str | None = None,
         reuse_pretrained_mlm_head: bool = True,
         final_model_dir: str | None = None,
+        loss_chunk_size: int | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -106,11 +115,12 @@ class RetroMAEModule(L.LightningModule):
             load_decoder(decoder_checkpoint, self.decoder, self.mlm_head, config)
             log.info("RetroMAE decoder and MLM head restored from %s", decoder_checkpoint)
         elif reuse_pretrained_mlm_head and source:
-            load_pretrained_mlm_head(self.mlm_head, source)
+            load_pretrained_mlm_head(self.mlm_head, source, encoder.trust_remote_code)
         self.optimizer_config = OptimizerConfig.from_any(optimizer)
         self.final_model_dir = final_model_dir
+        self.loss_chunk_size = loss_chunk_size
         self.save_hyperparameters(ignore=["encoder"])
-        self._last_step_time: float | None = None
+        self.throughput = Throughput()
 
     def _init_new_weights(self, std: float) -> None:
         """BERT initialisation of the decoder and head (normal(0, std) weights, zero biases)."""
@@ -140,7 +150,7 @@ class RetroMAEModule(L.LightningModule):
 
     def encoder_mlm_loss(self, hidden: torch.Tensor, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """MLM loss and accuracy of the encoder on its masked positions."""
-        return _masked_lm_loss(self.mlm_head, hidden, batch["encoder_labels"], self.word_embeddings)
+        return _masked_lm_loss(self.mlm_head, hidden, batch["encoder_labels"], self.word_embeddings, self.loss_chunk_size)
 
     def decoder_loss(self, encoder_hidden: torch.Tensor, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Reconstruction loss and accuracy of the enhanced decoder.
@@ -156,7 +166,7 @@ class RetroMAEModule(L.LightningModule):
         tokens = self.embeddings(input_ids=input_ids)
         key_value = torch.cat([cls, tokens[:, 1:]], dim=1)
         hidden = self.decoder(query, key_value.to(query.dtype), batch["decoder_attention_mask"])
-        return _masked_lm_loss(self.mlm_head, hidden, batch["decoder_labels"], self.word_embeddings)
+        return _masked_lm_loss(self.mlm_head, hidden, batch["decoder_labels"], self.word_embeddings, self.loss_chunk_size)
 
     def forward(self, batch: dict[str, Any]) -> RetroMAEOutput:
         hidden = self.encoder_hidden_states(batch)
@@ -172,39 +182,34 @@ class RetroMAEModule(L.LightningModule):
         self.log("train/decoder_loss", out.decoder_loss.detach(), prog_bar=True, batch_size=size)
         self.log("train/encoder_mlm_accuracy", out.encoder_accuracy, batch_size=size)
         self.log("train/decoder_accuracy", out.decoder_accuracy, batch_size=size)
-        if self.trainer is not None and self.trainer.optimizers:
-            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=size)
-        now = time.perf_counter()
-        if self._last_step_time is not None:
-            tokens = int(batch["encoder"]["attention_mask"].sum()) * (self.trainer.world_size if self.trainer else 1)
-            self.log("train/tokens_per_s", tokens / max(now - self._last_step_time, 1e-9), batch_size=size)
-        self._last_step_time = now
+        self.throughput.log(self, size, int(batch["encoder"]["attention_mask"].sum()))
         return out.loss
 
     # ------------------------------------------------------------------ optim / export
     def configure_optimizers(self) -> Any:
         return build_optimizer_and_scheduler(self, self.optimizer_config, self.trainer.estimated_stepping_batches)
 
-    def save(self, final_model_dir: str | Path, state: dict[str, torch.Tensor] | None = None) -> Path:
+    def write_decoder(self, folder: Path, state: dict[str, torch.Tensor]) -> None:
+        """Write the decoder and MLM head of ``state`` (the module's full state dict) to
+        ``folder/retromae_decoder/``."""
+        decoder, head = submodule_state(state, "decoder."), submodule_state(state, "mlm_head.")
+        save_decoder(folder / DECODER_DIR_NAME, decoder, head, self.encoder.backbone.config)
+
+    def save(self, final_model_dir: str | Path) -> Path:
         """Write the encoder (HF + sentence-transformers files) and, in its
-        ``retromae_decoder/`` sub-folder, the decoder and MLM head. ``state``: the module's
-        full state dict (default: ``self.state_dict()``; under FSDP the gathered one)."""
-        state = self.state_dict() if state is None else state
-        path = self.encoder.save_pretrained(Path(final_model_dir), backbone_state=submodule_state(state, "encoder.backbone."))
-        save_decoder(
-            path / DECODER_DIR_NAME,
-            submodule_state(state, "decoder."),
-            submodule_state(state, "mlm_head."),
-            self.encoder.backbone.config,
+        ``retromae_decoder/`` sub-folder, the decoder and MLM head, as one folder
+        (``TextEncoder.save_pretrained``), from this process's weights."""
+        state = self.state_dict()
+        backbone_state = submodule_state(state, "encoder.backbone.")
+        return self.encoder.save_pretrained(
+            Path(final_model_dir), backbone_state=backbone_state, extra_files=lambda folder: self.write_decoder(folder, state)
         )
-        return path
 
     def on_fit_end(self) -> None:
+        """Write ``final_model_dir`` as the contrastive stages do (``export_encoder``: full
+        weights under FSDP too, model card), plus the decoder and MLM head."""
         if not self.final_model_dir:
             return
-        state = self.trainer.strategy.lightning_module_state_dict()  # collective: full weights under FSDP
-        if not self.trainer.is_global_zero:
-            return
-        path = self.save(self.final_model_dir, state)
-        write_card(self.trainer, self.encoder, path, count_parameters(submodule_state(state, "encoder.backbone.")))
-        print(f"[ctem] pre-trained encoder written to {path} (decoder + MLM head in {path / DECODER_DIR_NAME})")
+        path = export_encoder(self.trainer, self.encoder, "encoder.", self.final_model_dir, extra_files=self.write_decoder)
+        if path is not None:
+            print(f"[ctem] pre-trained encoder written to {path} (decoder + MLM head in {path / DECODER_DIR_NAME})")

@@ -2,6 +2,7 @@
 
 from ctem.retromae.checkpoint import DECODER_DIR_NAME, load_decoder, save_decoder
 from ctem.retromae.decoder import EnhancedDecoderLayer
+from ctem.retromae.fused_loss import fused_linear_cross_entropy
 from ctem.retromae.masking import PADDING, SPECIAL, corrupt_for_mlm, decoder_attention_mask, sample_unit_masks
 from ctem.retromae.mlm_head import MLMHead, load_pretrained_mlm_head
 
@@ -13,6 +14,7 @@ __all__ = [
     "SPECIAL",
     "corrupt_for_mlm",
     "decoder_attention_mask",
+    "fused_linear_cross_entropy",
     "load_decoder",
     "load_pretrained_mlm_head",
     "sample_unit_masks",

@@ -38,16 +38,22 @@ class MLMHead(nn.Module):
     def from_config(cls, config: Any) -> "MLMHead":
         return cls(config.hidden_size, config.vocab_size, config.hidden_act, config.layer_norm_eps)
 
+    def transform(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Dense, activation, LayerNorm: ``[..., H]`` -> ``[..., H]``, the input of the
+        vocabulary projection (``ctem.retromae.fused_loss`` fuses that one with the loss)."""
+        return self.norm(self.activation(self.dense(hidden)))
+
     def forward(self, hidden: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
         """``hidden`` ``[..., H]`` and embedding matrix ``[V, H]`` -> logits ``[..., V]``."""
-        return F.linear(self.norm(self.activation(self.dense(hidden))), word_embeddings, self.bias)
+        return F.linear(self.transform(hidden), word_embeddings, self.bias)
 
 
 _NORM = re.compile(r"(LayerNorm|layer_norm|layernorm)\.(weight|bias)$")
 
 
-def load_pretrained_mlm_head(head: MLMHead, name_or_path: str) -> bool:
-    """Copy the MLM head of the masked-LM checkpoint ``name_or_path`` into ``head``.
+def load_pretrained_mlm_head(head: MLMHead, name_or_path: str, trust_remote_code: bool = False) -> bool:
+    """Copy the MLM head of the masked-LM checkpoint ``name_or_path`` into ``head``
+    (``trust_remote_code``: the encoder's setting, passed to transformers explicitly).
 
     Works for heads laid out as dense -> LayerNorm -> (tied) decoder with a vocabulary bias
     (BERT ``cls.predictions``, RoBERTa / XLM-R ``lm_head``, ERNIE, MacBERT, ...). Returns
@@ -57,7 +63,9 @@ def load_pretrained_mlm_head(head: MLMHead, name_or_path: str) -> bool:
     from transformers import AutoModelForMaskedLM
 
     try:
-        model, info = AutoModelForMaskedLM.from_pretrained(name_or_path, output_loading_info=True)
+        model, info = AutoModelForMaskedLM.from_pretrained(
+            name_or_path, output_loading_info=True, trust_remote_code=trust_remote_code
+        )
     except (OSError, ValueError) as err:
         log.warning("no masked-LM head loaded from %s (%s); the MLM head starts random", name_or_path, err)
         return False
