@@ -190,10 +190,10 @@ class CMTEBEvalCallback(Callback):
 
     def _save_best(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         folder = Path(self.best_dir or Path(trainer.default_root_dir) / "best_cmteb")
-        trainer.save_checkpoint(folder / "best.ckpt")  # collective under DDP
-        if trainer.is_global_zero:
+        if trainer.is_global_zero:  # first: save_pretrained replaces the whole folder
             pl_module.encoder.save_pretrained(folder)
             log.info("new best cmteb/average: encoder saved to %s", folder)
+        trainer.save_checkpoint(folder / "best.ckpt")  # collective under DDP
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

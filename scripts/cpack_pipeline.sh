@@ -29,9 +29,11 @@
 #                      PRETRAIN_ARGS="model=bert_base trainer.max_steps=50000"
 #   PYTHON             interpreter (default: python)
 #
-# A stage that has finished (its final_model/, mined files or evaluation summary exist) is
-# skipped, so re-running the same RUN_DIR after an interruption resumes the chain at the
-# unfinished stage. Each stage's wall time is appended to RUN_DIR/times.tsv.
+# A stage that has finished (its final_model/ is complete, i.e. holds ctem_complete.json;
+# the mined files or the evaluation summary exist) is skipped, so re-running the same RUN_DIR
+# after an interruption resumes the chain at the unfinished stage; an interrupted training
+# stage continues from the newer of its checkpoints/interrupted.ckpt (SIGTERM, Ctrl-C) and
+# checkpoints/last.ckpt (ckpt_path=...). Each stage's wall time is appended to RUN_DIR/times.tsv.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -111,10 +113,19 @@ for stage in $STAGES; do
   if [[ "$stage" == "finetune" && -n "$mined" ]]; then
     args+=("data.datasets=$mined")
   fi
-  if [[ -f "$stage_dir/final_model/config.json" ]]; then
+  if [[ -f "$stage_dir/final_model/ctem_complete.json" ]]; then
     echo "cpack_pipeline: $stage already done ($stage_dir/final_model), skipping"
   else
-    echo "cpack_pipeline: $stage -> $stage_dir"
+    resume=""  # an interrupted stage continues from its newest checkpoint instead of restarting
+    for ckpt in "$stage_dir/checkpoints/interrupted.ckpt" "$stage_dir/checkpoints/last.ckpt"; do
+      if [[ -f "$ckpt" && ( -z "$resume" || "$ckpt" -nt "$resume" ) ]]; then resume="$ckpt"; fi
+    done
+    if [[ -n "$resume" ]]; then
+      args+=("ckpt_path=$resume")
+      echo "cpack_pipeline: $stage -> $stage_dir (resuming from $resume)"
+    else
+      echo "cpack_pipeline: $stage -> $stage_dir"
+    fi
     timed "$stage" "$PYTHON" "$ROOT/train.py" "${args[@]}" "$@" "${stage_args[@]}"
   fi
   previous="$stage_dir/final_model"

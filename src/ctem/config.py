@@ -36,9 +36,27 @@ def wandb_offline(mode: str = "auto") -> bool:
         return True
 
 
+def new_folder(path: str) -> str:
+    """``path``, else ``path_2``, ``path_3``, ...: the first that does not exist yet, created
+    here. ``os.mkdir`` fails when the folder exists, so two runs started in the same second
+    (even on two machines sharing the folder) never get the same one
+    (``${ctem_new_folder:logs/train/runs/${now:...}}``; Hydra resolves it once per run, and
+    Lightning hands the resolved folder to DDP worker processes)."""
+    base = Path(path)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    candidate, number = base, 1
+    while True:
+        try:
+            candidate.mkdir()
+            return str(candidate)
+        except FileExistsError:
+            number += 1
+            candidate = base.with_name(f"{base.name}_{number}")
+
+
 def register_resolvers() -> None:
-    """Register ``ctem_asset``, ``ctem_wandb_offline``, ``ctem_wandb_name`` and
-    ``ctem_wandb_group`` (idempotent)."""
+    """Register ``ctem_asset``, ``ctem_new_folder``, ``ctem_wandb_offline``,
+    ``ctem_wandb_name`` and ``ctem_wandb_group`` (idempotent)."""
     from ctem.wandb_runs import wandb_run_group, wandb_run_name
 
     resolvers = {
@@ -50,6 +68,10 @@ def register_resolvers() -> None:
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
+    if not OmegaConf.has_resolver("ctem_new_folder"):
+        # Cached: every resolution of one config (and of the copies Hydra makes of it for
+        # multirun jobs) gives the folder claimed first.
+        OmegaConf.register_new_resolver("ctem_new_folder", new_folder, use_cache=True)
 
 
 def config_dir() -> str:

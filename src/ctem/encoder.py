@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -19,9 +19,11 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, PreTrainedTokenizerBase
 
-from ctem.files import apply_umask
+from ctem.files import COMPLETE_MARKER, check_complete, staged_folder, write_complete_marker
 from ctem.instructions import resolve_instruction
-from ctem.tokenization import check_local_or_hub, load_tokenizer
+from ctem.packing import packed_hidden
+from ctem.remote_code import check_remote_code, refused_remote_code
+from ctem.tokenization import check_local_or_hub, check_max_length, load_tokenizer
 
 Pooling = Literal["cls", "mean", "last"]
 POOLING_MODES: tuple[str, ...] = ("cls", "mean", "last")
@@ -76,6 +78,8 @@ class TextEncoder(nn.Module):
             sets it to the one its queries train with; saving records it in
             ``ctem_config.json`` and as the sentence-transformers ``query`` prompt, and
             ``ctem-eval`` evaluates with it. Default: the one the loaded folder records.
+        trust_remote_code: run Python code a model folder ships (``auto_map``); off, such a
+            folder is refused with ``ctem.remote_code.RemoteCodeError``, never a prompt.
         compile: compile the backbone with ``torch.compile`` (dynamic shapes; weights and
             saved files are unchanged).
     """
@@ -98,6 +102,12 @@ class TextEncoder(nn.Module):
         super().__init__()
         if (name_or_path is None) == (config is None):
             raise ValueError("TextEncoder needs exactly one of `name_or_path` or `config`")
+        if name_or_path:
+            check_local_or_hub(name_or_path, "model")  # a missing folder is named as the model, not its tokenizer
+        for source in dict.fromkeys(s for s in (name_or_path, tokenizer) if s):
+            _check_ctem_folder(source)
+            check_remote_code(source, trust_remote_code)
+        self.trust_remote_code = trust_remote_code
         saved = _read_saved_settings(name_or_path) if name_or_path else {}
         self.pooling: str = pooling or saved.get("pooling", "cls")
         if self.pooling not in POOLING_MODES:
@@ -114,9 +124,13 @@ class TextEncoder(nn.Module):
         tok_source = tokenizer or name_or_path
         if tok_source is None:
             raise ValueError("a model built from `config` needs a `tokenizer` (folder or vocab.txt)")
-        self.tokenizer: PreTrainedTokenizerBase = load_tokenizer(tok_source)
+        with refused_remote_code(tok_source):
+            self.tokenizer: PreTrainedTokenizerBase = load_tokenizer(tok_source, trust_remote_code)
+        check_max_length(self.tokenizer, self.query_max_length, "query_max_length")
+        check_max_length(self.tokenizer, self.passage_max_length, "passage_max_length")
         if name_or_path is not None:
-            self.backbone = _load_backbone(name_or_path, kwargs)
+            with refused_remote_code(name_or_path):
+                self.backbone = _load_backbone(name_or_path, kwargs)
         else:
             cfg = dict(config)  # type: ignore[arg-type]
             model_type = cfg.pop("model_type", None)
@@ -181,12 +195,20 @@ class TextEncoder(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
+        packed: bool = False,
     ) -> torch.Tensor:
-        """Token ids ``[B, L]`` -> embeddings ``[B, H]`` (float32 when normalised)."""
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            inputs["token_type_ids"] = token_type_ids
-        hidden = self.backbone(**inputs).last_hidden_state
+        """Token ids ``[B, L]`` -> embeddings ``[B, H]`` (float32 when normalised).
+
+        ``packed``: run only the real tokens, as one packed sequence with variable-length
+        attention (``ctem.packing.packed_hidden``; needs ``ctem.packing.packs(backbone)``).
+        """
+        if packed:
+            hidden = packed_hidden(self.backbone, input_ids, attention_mask, token_type_ids)
+        else:
+            inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if token_type_ids is not None:
+                inputs["token_type_ids"] = token_type_ids
+            hidden = self.backbone(**inputs).last_hidden_state
         emb = pool(hidden, attention_mask, self.pooling)
         if self.normalize:
             emb = nn.functional.normalize(emb.float(), p=2, dim=-1)
@@ -249,16 +271,33 @@ class TextEncoder(nn.Module):
         return out.numpy() if convert_to_numpy else out
 
     # ----------------------------------------------------------------- saving
-    def save_pretrained(self, save_dir: str | os.PathLike, backbone_state: dict[str, torch.Tensor] | None = None) -> Path:
+    def save_pretrained(
+        self,
+        save_dir: str | os.PathLike,
+        backbone_state: dict[str, torch.Tensor] | None = None,
+        extra_files: Callable[[Path], Any] | None = None,
+    ) -> Path:
         """Write HF weights (safetensors), the tokenizer and sentence-transformers files.
 
         Result: ``AutoModel.from_pretrained(dir)``, ``SentenceTransformer(dir)`` and
         ``TextEncoder.from_pretrained(dir)`` all load it, and the last two give equal
         embeddings. ``backbone_state`` replaces the backbone's own weights (e.g. the full
-        weights gathered from an FSDP-sharded model).
+        weights gathered from an FSDP-sharded model); ``extra_files(folder)`` adds files of
+        its own (a model card, a decoder) before the folder is completed.
+
+        The folder is written as a whole: into a temporary sibling, completed by
+        ``ctem_complete.json`` (written last), then put in place of ``save_dir``
+        (``ctem.files.staged_folder``); an interrupted save leaves ``save_dir`` as it was.
         """
-        out = Path(save_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        with staged_folder(save_dir) as staging:
+            self._write_files(staging, backbone_state)
+            if extra_files is not None:
+                extra_files(staging)
+            write_complete_marker(staging)
+        return Path(save_dir)
+
+    def _write_files(self, out: Path, backbone_state: dict[str, torch.Tensor] | None) -> None:
+        """The model files of :meth:`save_pretrained`, into the folder ``out``."""
         self.backbone.save_pretrained(out, state_dict=backbone_state, safe_serialization=True)
         self.tokenizer.save_pretrained(out)
         settings = {
@@ -270,8 +309,6 @@ class TextEncoder(nn.Module):
         }
         _write_json(out / CTEM_CONFIG_NAME, settings)
         _write_sentence_transformers_files(out, self)
-        apply_umask(out)
-        return out
 
 
 # --------------------------------------------------------------------------- helpers
@@ -296,6 +333,15 @@ def _load_backbone(name_or_path: str, kwargs: dict[str, Any]) -> nn.Module:
             kwargs = {k: v for k, v in kwargs.items() if k != "attn_implementation"}
             return AutoModel.from_pretrained(name_or_path, **kwargs)
         raise
+
+
+def _check_ctem_folder(source: str) -> None:
+    """A folder ctem wrote (it holds ``ctem_config.json`` or ``ctem_complete.json``) must be
+    complete: ``ctem.files.IncompleteFolderError`` names the missing file. Other folders
+    (plain transformers / sentence-transformers ones) load as they are."""
+    root = Path(source)
+    if (root / CTEM_CONFIG_NAME).is_file() or (root / COMPLETE_MARKER).is_file():
+        check_complete(root)
 
 
 def _read_saved_settings(name_or_path: str) -> dict[str, Any]:

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import random
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,14 +32,17 @@ from typing import Any, Callable, Iterable, Literal, Protocol, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from ctem.files import atomic_writer
+from ctem.files import atomic_path, atomic_writer, check_not_inputs
+from ctem.finite import check_finite_embeddings
 from ctem.instructions import resolve_instruction
 from ctem.data_modules.formats import (
     BadRowReport,
     DataFormatError,
     OnBadRow,
+    describe_source,
     expand_files,
     iter_valid_rows,
+    no_rows,
     validate_pair_row,
 )
 from ctem.data_modules.pairs import with_instruction
@@ -165,10 +167,8 @@ class EmbeddingCache:
                     log.info("embeddings of %d %s texts read from %s", len(texts), _side(is_query), path)
                     return emb
             emb = np.ascontiguousarray(encode(texts, is_query), dtype=np.float32)
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=self.cache_dir, suffix=".npy.tmp", delete=False) as tmp:
-                np.save(tmp, emb)
-            os.replace(tmp.name, path)
+            with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+                np.save(handle, emb)
             return emb
 
         return cached
@@ -294,7 +294,11 @@ class HardNegativeMiner:
         cache: EmbeddingCache | None = None,
     ) -> None:
         self.config = config or MiningConfig()
-        encode = _encode_fn(encoder, self.config)
+        raw = _encode_fn(encoder, self.config)
+
+        def encode(texts: Sequence[str], is_query: bool) -> np.ndarray:
+            return check_finite_embeddings(raw(texts, is_query), "the model")  # NaN weights: refuse, never cache
+
         self.encode: EncodeFn = cache.wrap(encode) if cache is not None else encode
 
     def mine(
@@ -432,6 +436,17 @@ def read_candidate_pool(pool_files: str | Sequence[str], on_bad_row: OnBadRow = 
     return [row["text"] for row in iter_valid_rows(files, _validate_text_row, on_bad_row, report)], report
 
 
+def check_mining_paths(
+    input_files: str | Sequence[str], output: str | os.PathLike, candidate_pool_files: str | Sequence[str] | None = None
+) -> None:
+    """``ctem.files.OutputPathError`` when ``output`` is one of the input or candidate-pool
+    files (it would replace the data it is mined from)."""
+    inputs = expand_files(input_files if isinstance(input_files, str) else list(input_files))
+    if candidate_pool_files is not None:
+        inputs += expand_files(candidate_pool_files if isinstance(candidate_pool_files, str) else list(candidate_pool_files))
+    check_not_inputs([output], inputs)
+
+
 def write_jsonl_atomic(rows: Iterable[dict[str, Any]], output: str | os.PathLike) -> Path:
     """Write JSON lines to a temporary file beside ``output``, then rename it into place."""
     with atomic_writer(output) as handle:
@@ -462,7 +477,8 @@ def mine_jsonl(
     on_bad_row: OnBadRow = "error",
     pool_scope: Literal["file", "all"] = "file",
 ) -> MiningResult:
-    """Mine negatives for the rows of ``input_files`` and write them to ``output``.
+    """Mine negatives for the rows of ``input_files`` and write them to ``output``
+    (atomically; refused when ``output`` is an input).
 
     Without ``candidate_pool_files`` the pool is every positive and negative of the same
     input file (``pool_scope="file"``, in-domain negatives, as when FlagEmbedding is run per
@@ -473,16 +489,19 @@ def mine_jsonl(
     config = config or MiningConfig()
     if pool_scope not in ("file", "all"):
         raise ValueError(f"pool_scope must be 'file' or 'all', got {pool_scope!r}")
+    check_mining_paths(input_files, output, candidate_pool_files)
     rows, report = read_mining_rows(input_files, on_bad_row)
     if report.count:
         log.warning(report.summary())
     if not rows:
-        raise ValueError(f"no valid rows in {input_files}")
+        raise no_rows(describe_source(input_files), report)
     miner = HardNegativeMiner(encoder, config, cache)
     if candidate_pool_files is not None:
         pool, pool_report = read_candidate_pool(candidate_pool_files, on_bad_row)
         if pool_report.count:
             log.warning("candidate pool: %s", pool_report.summary())
+        if not pool:
+            raise no_rows(f"candidate pool {describe_source(candidate_pool_files)}", pool_report)
         result = miner.mine(rows, pool)
     elif pool_scope == "all":
         result = miner.mine(rows)

@@ -37,6 +37,7 @@ def run(cfg: DictConfig) -> CurationReport:
         scorer = PairScorer.from_pretrained(
             s.model_path,
             pooling=s.pooling,
+            trust_remote_code=s.trust_remote_code,
             query_instruction=s.query_instruction,
             passage_instruction=s.passage_instruction,
             query_max_length=s.query_max_length,

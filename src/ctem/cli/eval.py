@@ -28,7 +28,16 @@ from ctem.evaluation import (
     write_summary,
     write_task_json,
 )
-from ctem.evaluation.mteb_format import write_mteb_model_meta, write_mteb_task_json
+from ctem.evaluation.mteb_format import (
+    MODEL_META_FILE,
+    mteb_results_dir,
+    mteb_task_path,
+    write_mteb_model_meta,
+    write_mteb_task_json,
+)
+from ctem.evaluation.report import SUMMARY_FILES, task_json_path
+from ctem.evaluation.tasks import check_unique_names
+from ctem.files import check_distinct
 
 log = logging.getLogger("ctem.eval")
 
@@ -63,15 +72,27 @@ def load_tasks(cfg: DictConfig) -> list[Task]:
     return load_hub_tasks(names, types, cfg.hub_cache_dir)
 
 
+def check_outputs(tasks: list[Task], out_dir: Path, model_name: str) -> None:
+    """Before anything is evaluated: every task's result files lie inside ``out_dir``, and no
+    two outputs share a file (a task selected twice, two tasks of one name)."""
+    check_unique_names([(task.name, task.source) for task in tasks])
+    meta = mteb_results_dir(out_dir, model_name) / MODEL_META_FILE
+    planned = [out_dir / name for name in SUMMARY_FILES] + [meta]
+    for task in tasks:
+        planned += [task_json_path(out_dir, task.name), mteb_task_path(out_dir, model_name, task.name)]
+    check_distinct(planned)
+
+
 def run(cfg: DictConfig) -> list[TaskResult]:
     """Evaluate ``cfg.model_path`` on the selected tasks; write JSONs (ctem's and mteb's
     format) and the summary."""
     model_path = cfg.model_path  # a missing model is reported before anything is loaded
     tasks = load_tasks(cfg)
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    encoder = TextEncoder.from_pretrained(model_path).to(device)
     model_name = cfg.model_name or Path(str(model_path).rstrip("/")).name
     out_dir = Path(cfg.output_dir)
+    check_outputs(tasks, out_dir, model_name)
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    encoder = TextEncoder.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code).to(device)
     adapter = EncoderAdapter(
         encoder, batch_size=cfg.batch_size, max_length=cfg.max_length, show_progress=cfg.progress
     )

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from ctem.cli import input_errors_as_messages
 from ctem.config import config_dir, register_resolvers
 from ctem.encoder import TextEncoder
-from ctem.mining import EmbeddingCache, MiningConfig, MiningResult, mine_jsonl, model_fingerprint
+from ctem.mining import EmbeddingCache, MiningConfig, MiningResult, check_mining_paths, mine_jsonl, model_fingerprint
 
 log = logging.getLogger("ctem.mine")
 
@@ -49,9 +49,10 @@ def mining_config(cfg: DictConfig) -> MiningConfig:
 def run(cfg: DictConfig) -> MiningResult:
     """Load the model, mine ``cfg.input`` and write ``cfg.output``."""
     config = mining_config(cfg)
+    check_mining_paths(_plain(cfg.input), cfg.output, _plain(cfg.candidate_pool))  # before the model loads
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     overrides = {k: cfg[k] for k in ("query_max_length", "passage_max_length") if cfg[k] is not None}
-    encoder = TextEncoder.from_pretrained(cfg.model_path, **overrides).to(device)
+    encoder = TextEncoder.from_pretrained(cfg.model_path, trust_remote_code=cfg.trust_remote_code, **overrides).to(device)
     cache = None
     if cfg.cache_dir:
         key = f"{model_fingerprint(cfg.model_path)}|q{encoder.query_max_length}|p{encoder.passage_max_length}"

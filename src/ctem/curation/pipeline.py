@@ -14,9 +14,11 @@ Per row, in this order (each stage sees only what the previous ones kept):
 
 A row is written when at least one positive survives: unchanged except that removed
 positives leave ``pos`` and ``score`` (the lowest kept pair score, rounded) is set. Output
-files keep the input names; they are written as ``<name>.partial`` and renamed when every
-file is done, and any error (a bad row under ``on_bad_row=error`` included) or interrupt
-removes the partial files, so a failed run leaves no output. Running ``curate`` again on
+files keep the input names. They and the report are written into a hidden staging folder
+inside the output folder and moved into place together when all are complete
+(``ctem.files.staged_files``, ``report.json`` last), so any error (a bad row under
+``on_bad_row=error``, a full disk) or interrupt leaves the output folder as it was: no new
+file, and the previous run's set intact. Running ``curate`` again on
 its output with the same settings writes the same bytes: kept pairs are neither duplicates
 nor contaminated, and scores are recomputed exactly (see ``PairScorer``).
 """
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -41,13 +42,15 @@ from ctem.data_modules.formats import (
     expand_files,
     iter_jsonl_lines,
     parse_jsonl_line,
+    require_rows,
     validate_pair_row,
 )
 
 from ctem.curation.decontaminate import CONTAMINATED, Decontaminator
 from ctem.curation.dedup import PairDeduplicator
-from ctem.curation.report import BAD_ROW, LOW_SCORE, REASONS, CurationReport, FileStats, ScoreDistribution
+from ctem.curation.report import BAD_ROW, LOW_SCORE, REASONS, REPORT_FILES, CurationReport, FileStats, ScoreDistribution
 from ctem.curation.scoring import PairScorer
+from ctem.files import OutputPathError, check_not_inputs, staged_files
 
 log = logging.getLogger(__name__)
 
@@ -156,17 +159,17 @@ def count_lines(path: str, chunk_bytes: int = 1 << 20) -> int:
     return total
 
 
-def output_paths(files: Sequence[str], output_dir: Path) -> list[Path]:
-    """``output_dir/<input name>`` per file; refuses name clashes and overwriting an input."""
-    outputs = [output_dir / Path(f).name for f in files]
-    names = [p.name for p in outputs]
+def output_names(files: Sequence[str], output_dir: Path) -> list[str]:
+    """The names of the outputs, in the order they are put in place: ``<input name>`` per
+    file, then the report (``report.json`` last, the mark of a complete set). Refuses name
+    clashes (``OutputPathError``) and an output that is an input."""
+    names = [Path(f).name for f in files]
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
-        raise ValueError(f"input files share the names {clashes}; curate them into separate output_dir folders")
-    for source, target in zip(files, outputs):
-        if target.resolve() == Path(source).resolve():
-            raise ValueError(f"output {target} would overwrite its input; choose another output_dir")
-    return outputs
+        raise OutputPathError(f"input files share the names {clashes}; curate them into separate output_dir folders")
+    names += list(REPORT_FILES)
+    check_not_inputs([output_dir / name for name in names], files)
+    return names
 
 
 def curate(
@@ -203,9 +206,9 @@ def curate(
     check_on_bad_row(on_bad_row)
     started = time.perf_counter()
     files = expand_files(input_files)
+    require_rows(files)  # nothing to curate is an error, not an empty result
     out_dir = Path(output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    targets = output_paths(files, out_dir)
+    names = output_names(files, out_dir)
     report = CurationReport(
         scores=ScoreDistribution(score_decimals) if scorer is not None else None,
         threshold=threshold if scorer is not None else None,
@@ -217,26 +220,23 @@ def curate(
     bad_rows = BadRowReport()
     checks = IndexChecks(decontaminator, deduplicator)
     score_filter = ScoreFilter(scorer, threshold, score_decimals) if scorer is not None else None
-    partials = [t.with_name(t.name + ".partial") for t in targets]
-    try:
-        for source, target, partial in zip(files, targets, partials):
+    # Every output is written into a staging folder inside out_dir and moved into place only
+    # when all are complete: an error (a bad row under on_bad_row=error, a full disk) or an
+    # interrupt leaves out_dir as it was.
+    with staged_files(out_dir, names) as staging:
+        for source in files:
             rows = datasets.IterableDataset.from_generator(generate_rows, features=ROW_FEATURES, gen_kwargs={"path": source})
             rows = rows.map(checks)
             if score_filter is not None:
                 rows = rows.map(score_filter, batched=True, batch_size=rows_per_batch)
+            target, staged = out_dir / Path(source).name, staging / Path(source).name
             with tqdm(rows, total=count_lines(source), desc=Path(source).name, unit="row", disable=not show_progress) as progress:
-                report.files.append(_write_rows(progress, source, target, partial, on_bad_row, bad_rows, report))
+                report.files.append(_write_rows(progress, source, target, staged, on_bad_row, bad_rows, report))
         report.bad_row_examples = bad_rows.examples
         if bad_rows.count:
             log.warning("skipped %d bad row(s) (on_bad_row=skip):\n  %s", bad_rows.count, "\n  ".join(bad_rows.examples))
         report.seconds = time.perf_counter() - started
-        report.save(out_dir)
-        for partial, target in zip(partials, targets):
-            os.replace(partial, target)
-    except BaseException:  # errors, bad rows under on_bad_row=error, KeyboardInterrupt: no partial output
-        for partial in partials:
-            partial.unlink(missing_ok=True)
-        raise
+        report.save(staging)
     return report
 
 
@@ -244,15 +244,15 @@ def _write_rows(
     rows: Any,
     source: str,
     target: Path,
-    partial: Path,
+    staged: Path,
     on_bad_row: OnBadRow,
     bad_rows: BadRowReport,
     report: CurationReport,
 ) -> FileStats:
-    """Consume one file's rows: count them, write kept rows to ``partial`` (``curate`` renames
+    """Consume one file's rows: count them, write kept rows to ``staged`` (``curate`` moves
     it to ``target`` once every file is done)."""
     stats = FileStats(input=source, output=str(target))
-    with open(partial, "w", encoding="utf-8") as out:
+    with open(staged, "w", encoding="utf-8") as out:
         for row in rows:
             stats.rows_in += 1
             if row["error"]:

@@ -15,8 +15,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from ctem.curation.decontaminate import CONTAMINATED
+from ctem.files import atomic_path, write_text_atomic
 from ctem.curation.dedup import EXACT_DUPLICATE, NEAR_DUPLICATE
 
+# The report's files, in the order ctem-curate puts them in place (report.json, last, marks
+# a complete set of outputs).
+REPORT_FILES: tuple[str, ...] = ("report.md", "score_hist.png", "report.json")
 BAD_ROW = "bad_row"
 LOW_SCORE = "low_score"
 # Reasons in pipeline order: a row with several positives is counted under the stage that
@@ -277,19 +281,19 @@ class CurationReport:
         ax.set_ylabel("pairs")
         ax.set_title("Pair scores")
         fig.tight_layout()
-        fig.savefig(path)
-        return path
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            fig.savefig(handle, format="png")
+        return Path(path)
 
     def save(self, output_dir: str | Path) -> dict[str, Path]:
-        """Write ``report.json``, ``report.md`` and (with scores) ``score_hist.png``."""
+        """Write ``report.md``, (with scores) ``score_hist.png`` and ``report.json``, each
+        atomically, ``report.json`` last."""
         out = Path(output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        written = {"json": out / "report.json", "markdown": out / "report.md"}
-        written["json"].write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        written["markdown"].write_text(self.to_markdown(), encoding="utf-8")
+        written = {"markdown": write_text_atomic(out / "report.md", self.to_markdown())}
         plot = self.plot_scores(out / "score_hist.png")
         if plot is not None:
             written["plot"] = plot
+        written["json"] = write_text_atomic(out / "report.json", json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
         return written
 
 

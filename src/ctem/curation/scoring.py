@@ -18,6 +18,8 @@ import torch
 
 from ctem.instructions import resolve_instruction
 from ctem.encoder import Pooling, TextEncoder
+from ctem.finite import check_finite_embeddings
+from ctem.tokenization import check_max_length
 
 
 class PairScorer:
@@ -48,15 +50,19 @@ class PairScorer:
         self.encoder = encoder.to(self.device).eval()
         self.query_instruction = resolve_instruction(query_instruction) or ""
         self.passage_instruction = passage_instruction or ""
-        self.query_max_length = query_max_length or encoder.query_max_length
-        self.passage_max_length = passage_max_length or encoder.passage_max_length
+        self.query_max_length = check_max_length(encoder.tokenizer, query_max_length or encoder.query_max_length, "query_max_length")
+        self.passage_max_length = check_max_length(encoder.tokenizer, passage_max_length or encoder.passage_max_length, "passage_max_length")
         self.batch_size = batch_size
 
     @classmethod
-    def from_pretrained(cls, model_path: str, pooling: Pooling | None = None, **kwargs) -> "PairScorer":
+    def from_pretrained(
+        cls, model_path: str, pooling: Pooling | None = None, trust_remote_code: bool = False, **kwargs
+    ) -> "PairScorer":
         """A scorer over ``TextEncoder.from_pretrained(model_path)`` (normalised embeddings;
-        ``pooling`` ``None`` keeps the model's saved pooling)."""
-        return cls(TextEncoder.from_pretrained(model_path, pooling=pooling, normalize=True), **kwargs)
+        ``pooling`` ``None`` keeps the model's saved pooling; ``trust_remote_code``: run code
+        the model folder ships)."""
+        encoder = TextEncoder.from_pretrained(model_path, pooling=pooling, normalize=True, trust_remote_code=trust_remote_code)
+        return cls(encoder, **kwargs)
 
     @torch.no_grad()
     def embed(self, texts: Sequence[str], max_length: int) -> np.ndarray:
@@ -78,7 +84,7 @@ class PairScorer:
                 mask = torch.ones_like(input_ids)
                 emb = self.encoder(input_ids, mask, token_types).double().cpu().numpy()
                 out[chunk] = emb
-        return out
+        return check_finite_embeddings(out, "the scoring model")
 
     def score(self, queries: Sequence[str], positives: Sequence[str]) -> np.ndarray:
         """Cosine similarity ``[N]`` of ``queries[i]`` and ``positives[i]`` (repeated texts

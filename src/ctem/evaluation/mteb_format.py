@@ -25,13 +25,14 @@ from typing import Any
 from ctem.evaluation.registry import CMTEB_TASKS
 from ctem.evaluation.runner import TaskResult
 from ctem.evaluation.tasks import Task
-from ctem.files import atomic_writer
+from ctem.files import atomic_writer, check_file_name, confined_path
 
 MTEB_DIR = "mteb"
 # The mteb version whose result format these files follow (checked with its reader).
 MTEB_FORMAT_VERSION = "2.26.24"
 # mteb's placeholder for a model without a revision.
 MODEL_REVISION = "no_revision_available"
+MODEL_META_FILE = "model_meta.json"
 HUB_REVISION = "main"
 LOCAL_REVISION = "local-stand-in"
 LOCAL_SPLIT = "test"
@@ -71,7 +72,12 @@ def mteb_model_name(model_name: str) -> str:
 def mteb_results_dir(out_dir: str | Path, model_name: str) -> Path:
     """The folder of one model's task files: ``<out_dir>/mteb/results/<model>/<revision>``."""
     folder = mteb_model_name(model_name).replace("/", "__").replace(" ", "_")
-    return Path(out_dir) / MTEB_DIR / "results" / folder / MODEL_REVISION
+    return confined_path(out_dir, MTEB_DIR, "results", folder, MODEL_REVISION)
+
+
+def mteb_task_path(out_dir: str | Path, model_name: str, task_name: str) -> Path:
+    """``<TaskName>.json`` (mteb's task name) in the model's mteb results folder."""
+    return confined_path(mteb_results_dir(out_dir, model_name), f"{check_file_name(mteb_task_name(task_name), 'task name')}.json")
 
 
 def mteb_task_record(result: TaskResult, task: Task) -> dict[str, Any]:
@@ -122,11 +128,10 @@ def write_json_atomic(data: Any, path: Path) -> Path:
 
 def write_mteb_model_meta(out_dir: str | Path, model_name: str, embed_dim: int | None) -> Path:
     """Write ``model_meta.json`` into the model's mteb results folder."""
-    path = mteb_results_dir(out_dir, model_name) / "model_meta.json"
+    path = mteb_results_dir(out_dir, model_name) / MODEL_META_FILE
     return write_json_atomic(mteb_model_meta(model_name, embed_dim), path)
 
 
 def write_mteb_task_json(result: TaskResult, task: Task, out_dir: str | Path, model_name: str) -> Path:
     """Write ``<TaskName>.json`` (mteb's task name) into the model's mteb results folder."""
-    path = mteb_results_dir(out_dir, model_name) / f"{mteb_task_name(result.task)}.json"
-    return write_json_atomic(mteb_task_record(result, task), path)
+    return write_json_atomic(mteb_task_record(result, task), mteb_task_path(out_dir, model_name, result.task))

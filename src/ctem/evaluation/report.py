@@ -15,6 +15,10 @@ from typing import Any, Sequence
 
 from ctem.evaluation.runner import TaskResult, averages
 from ctem.evaluation.tasks import TASK_TYPES
+from ctem.files import check_file_name, confined_path, write_text_atomic
+
+# Files of the whole evaluation, beside the per-task <task>.json.
+SUMMARY_FILES: tuple[str, ...] = ("summary.md", "summary.csv", "tasks.csv")
 
 TABLE2_LABELS: dict[str, str] = {
     "Retrieval": "Retrieval",
@@ -33,12 +37,16 @@ def task_record(result: TaskResult, model: str, ctem_version: str) -> dict[str, 
     return record
 
 
+def task_json_path(out_dir: str | Path, task: str) -> Path:
+    """``out_dir/<task>.json``, refused (``OutputPathError``) when the name would lead
+    outside ``out_dir``."""
+    return confined_path(out_dir, f"{check_file_name(task, 'task name')}.json")
+
+
 def write_task_json(result: TaskResult, out_dir: str | Path, model: str, ctem_version: str) -> Path:
-    """Write ``out_dir/<task>.json``."""
-    path = Path(out_dir) / f"{result.task}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(task_record(result, model, ctem_version), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return path
+    """Write ``out_dir/<task>.json`` (atomically)."""
+    record = task_record(result, model, ctem_version)
+    return write_text_atomic(task_json_path(out_dir, result.task), json.dumps(record, indent=2, ensure_ascii=False) + "\n")
 
 
 def summary_rows(results: Sequence[TaskResult], model: str, dim: int | None) -> list[list[str]]:
@@ -78,13 +86,12 @@ def write_summary(
     results: Sequence[TaskResult], out_dir: str | Path, model: str, dim: int | None
 ) -> str:
     """Write ``summary.md`` (Table 2 layout + per-task table), ``summary.csv`` and
-    ``tasks.csv``; return the Markdown text."""
+    ``tasks.csv`` (each atomically; ``summary.csv`` last); return the Markdown text."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     table = summary_rows(results, model, dim)
     per_task = task_rows(results)
     markdown = to_markdown(table) + "\n" + to_markdown(per_task)
-    (out / "summary.md").write_text(markdown, encoding="utf-8")
-    (out / "summary.csv").write_text(to_csv(table), encoding="utf-8")
-    (out / "tasks.csv").write_text(to_csv(per_task), encoding="utf-8")
+    write_text_atomic(out / "summary.md", markdown)
+    write_text_atomic(out / "tasks.csv", to_csv(per_task))
+    write_text_atomic(out / "summary.csv", to_csv(table))
     return markdown

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 import torch
@@ -24,23 +24,35 @@ def submodule_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, to
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def export_encoder(trainer: L.Trainer, encoder: TextEncoder, prefix: str, directory: str | Path) -> Path | None:
+def export_encoder(
+    trainer: L.Trainer,
+    encoder: TextEncoder,
+    prefix: str,
+    directory: str | Path,
+    extra_files: Callable[[Path, dict[str, torch.Tensor]], Any] | None = None,
+) -> Path | None:
     """Save ``encoder`` to ``directory`` (rank 0) with ``TextEncoder.save_pretrained``, and
-    its model card.
+    its model card, as one folder: written beside ``directory`` and put in its place when
+    complete (``ctem_complete.json`` last), so an interrupted export leaves no half folder.
 
     The weights come from ``trainer.strategy.lightning_module_state_dict()``, a collective
     call that returns full (unsharded) weights under FSDP, so every rank must call this.
     ``prefix`` is the encoder's attribute path in the LightningModule (``"encoder."``).
-    Returns the folder on rank 0, ``None`` elsewhere.
+    ``extra_files(folder, state)`` writes more files into the folder from that full state
+    (RetroMAE: its decoder). Returns the folder on rank 0, ``None`` elsewhere.
     """
     state = trainer.strategy.lightning_module_state_dict()
     if not trainer.is_global_zero:
         return None
     backbone_state = submodule_state(state, f"{prefix}backbone.")
     parameters = count_parameters(backbone_state)  # before saving: transformers may empty the dict
-    path = encoder.save_pretrained(directory, backbone_state=backbone_state)
-    write_card(trainer, encoder, path, parameters)
-    return path
+
+    def add_files(folder: Path) -> None:
+        write_card(trainer, encoder, folder, parameters)
+        if extra_files is not None:
+            extra_files(folder, state)
+
+    return encoder.save_pretrained(directory, backbone_state=backbone_state, extra_files=add_files)
 
 
 def count_parameters(state: dict[str, torch.Tensor]) -> int:
