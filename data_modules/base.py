@@ -7,10 +7,11 @@ from typing import Any, Callable
 import datasets
 import datasets.distributed
 import lightning as L
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler
 
 from ctem.distributed import rank_and_world
-from ctem.data_modules.formats import DataSizeError
+from ctem.data_modules.formats import DataSizeError, describe_source
+from ctem.data_modules.resume import Position, ResumableDataLoader, SkippableBatches, rng_states
 
 
 class EpochSeededSampler(DistributedSampler):
@@ -27,6 +28,10 @@ class ShardedDataModule(L.LightningDataModule):
 
     Subclasses set ``batch_size``, ``seed``, ``num_workers``, ``pin_memory``,
     ``persistent_workers`` and ``drop_last``.
+
+    Checkpoints hold where the run stands in its data and its random states
+    (``state_dict``); a run resumed from one continues with the next batch of the same
+    epoch, with the same randomness (see ``ctem.data_modules.resume``).
     """
 
     batch_size: int
@@ -35,6 +40,25 @@ class ShardedDataModule(L.LightningDataModule):
     pin_memory: bool
     persistent_workers: bool
     drop_last: bool
+
+    _resume_at: Position | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """While fitting: the ``epoch``, the batches of it trained on (``batches_done``) and
+        the random states (``rng``); saved in every checkpoint."""
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        # The epoch these batches belong to: the last one started (current_epoch already
+        # counts an epoch whose end hooks ran, e.g. when SIGTERM stops the run there).
+        epoch = max(trainer.fit_loop.epoch_progress.current.started - 1, 0)
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return Position(epoch, done, rng_states()).state()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Make the loader (built after this, by Lightning) start where the checkpoint stopped."""
+        if state_dict:
+            self._resume_at = Position.from_state(state_dict)
 
     def rank_world(self) -> tuple[int, int]:
         """``(global rank, world size)`` of the attached trainer, else of the default
@@ -60,12 +84,25 @@ class ShardedDataModule(L.LightningDataModule):
             persistent_workers=self.persistent_workers and self.num_workers > 0,
         )
 
+    def _loader(self, dataset: Dataset, **options: Any) -> ResumableDataLoader:
+        """A loader that starts where a restored checkpoint stopped and names the data in its errors."""
+        loader = ResumableDataLoader(dataset, **options, **self._loader_options())
+        loader.source = self.describe_data()
+        if self._resume_at is not None:
+            loader.resume(self._resume_at)
+            self._resume_at = None
+        return loader
+
+    def describe_data(self) -> str:
+        """The training data as error messages name it (files or hub dataset)."""
+        files, hub = getattr(self, "train_files", None), getattr(self, "hub_dataset", None)
+        return describe_source(files, hub) if files or hub else "the training data"
+
     def sharded_loader(self, dataset: Dataset, collate_fn: Callable) -> DataLoader:
         """Batches of ``batch_size``: a streamed ``IterableDataset`` as it comes (already
         split by node), a map-style one through this rank's ``EpochSeededSampler`` shard."""
-        options = dict(batch_size=self.batch_size, collate_fn=collate_fn, drop_last=self.drop_last, **self._loader_options())
         if isinstance(dataset, IterableDataset):
-            return DataLoader(dataset, **options)
+            return self._loader(dataset, batch_size=self.batch_size, drop_last=self.drop_last, collate_fn=collate_fn)
         rank, world = self.rank_world()
         if self.drop_last and len(dataset) < self.batch_size * world:
             raise DataSizeError(
@@ -73,8 +110,9 @@ class ShardedDataModule(L.LightningDataModule):
                 f"training rows for one full batch, but the data has {len(dataset)}: lower data.batch_size or add data"
             )
         sampler = EpochSeededSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed, drop_last=False)
-        return DataLoader(dataset, sampler=sampler, **options)
+        return self.batch_sampler_loader(dataset, BatchSampler(sampler, self.batch_size, self.drop_last), collate_fn)
 
     def batch_sampler_loader(self, dataset: Dataset, batch_sampler: Sampler, collate_fn: Callable) -> DataLoader:
-        """A loader over ``batch_sampler`` (which shards by rank itself)."""
-        return DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate_fn, **self._loader_options())
+        """A loader over ``batch_sampler`` (which shards by rank itself; its ``sampler``
+        carries the epoch)."""
+        return self._loader(dataset, batch_sampler=SkippableBatches(batch_sampler), collate_fn=collate_fn)

@@ -35,15 +35,19 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from transformers import PreTrainedTokenizerBase
 
 from ctem.retromae.masking import PADDING, SPECIAL, corrupt_for_mlm, decoder_attention_mask, sample_unit_masks
+from ctem.tokenization import check_max_length
 from ctem.data_modules.formats import (
     BadRowReport,
     DataFormatError,
     OnBadRow,
     check_on_bad_row,
+    describe_source,
     expand_files,
     iter_jsonl_lines,
+    no_rows,
     parse_jsonl_line,
     require_object,
+    require_rows,
     require_text,
 )
 from ctem.data_modules.base import ShardedDataModule
@@ -121,6 +125,7 @@ def load_text_rows(
 
         return source.map(mark, with_indices=True, remove_columns=list(source.column_names or []), features=_TEXT_FEATURES)
     files = expand_files(list(train_files) if not isinstance(train_files, str) else train_files)
+    require_rows(files)
     signature = [(os.path.abspath(f), os.path.getsize(f), os.stat(f).st_mtime_ns) for f in files]
     kwargs = {"files": files, "text_field": text_field, "signature": signature}
     if streaming:
@@ -213,8 +218,7 @@ class CorpusTokenizer:
         packing: bool,
         segmentation: WordSegmentation | None,
     ) -> None:
-        if max_seq_length < 3:
-            raise ValueError(f"max_seq_length must leave room for [CLS], [SEP] and a token, got {max_seq_length}")
+        check_max_length(tokenizer, max_seq_length, "data.max_seq_length")  # room for [CLS], [SEP] and a token
         self.tokenizer = tokenizer
         self.capacity = max_seq_length - 2
         self.packing = packing
@@ -495,7 +499,7 @@ class PretrainCorpusDataModule(ShardedDataModule):
         if self.bad_rows.count:
             log.warning(self.bad_rows.summary())
         if len(rows) == 0:
-            raise ValueError(f"no valid texts in {self.train_files or self.hub_dataset}")
+            raise no_rows(describe_source(self.train_files, self.hub_dataset), self.bad_rows)
         tokens = rows.map(
             self.to_tokens,
             batched=True,

@@ -11,6 +11,8 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal
@@ -18,6 +20,8 @@ from typing import Any, Callable, Iterable, Iterator, Literal
 log = logging.getLogger(__name__)
 
 OnBadRow = Literal["error", "skip"]
+# A \uD800-\uDFFF escape: only these can put a lone surrogate into a parsed string.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def check_on_bad_row(on_bad_row: str) -> OnBadRow:
@@ -83,16 +87,75 @@ def expand_files(patterns: str | Iterable[str]) -> list[str]:
     return files
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _lone_surrogate(value: Any) -> bool:
+    """Whether a string in ``value`` holds a lone UTF-16 surrogate (``"\\ud800"``), which no
+    UTF-8 file (nor Arrow, nor a tokenizer) can hold."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_lone_surrogate(k) or _lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_lone_surrogate(v) for v in value)
+    return False
+
+
 def parse_jsonl_line(raw: bytes, location: str) -> Any:
-    """One line's JSON value; bad UTF-8 or JSON raise ``DataFormatError`` at ``location``."""
+    """One line's JSON value; ``DataFormatError`` at ``location`` for bad UTF-8, bad JSON,
+    a non-finite number (``NaN``, ``Infinity``, ``1e999``) or a lone UTF-16 surrogate. Every
+    reader of JSON lines (training data, mining, curation, evaluation tasks, vocabulary
+    corpora) parses through here."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise DataFormatError(location, None, f"invalid UTF-8 ({err.reason} at byte {err.start})") from None
     try:
-        return json.loads(text)
+        value = json.loads(text, parse_float=_finite_float, parse_constant=_no_constant)
     except json.JSONDecodeError as err:
         raise DataFormatError(location, None, f"invalid JSON ({err.msg}, column {err.colno})") from None
+    except ValueError as err:
+        raise DataFormatError(location, None, f"invalid JSON ({err})") from None
+    if _SURROGATE_ESCAPE.search(text) and _lone_surrogate(value):
+        raise DataFormatError(location, None, "invalid text: a lone UTF-16 surrogate (\\ud800-\\udfff escape) in a string")
+    return value
+
+
+def describe_source(files: str | Iterable[str] | None, hub_dataset: str | None = None) -> str:
+    """Data as a message names it: its files (comma-separated) or its hub dataset."""
+    if files is None:
+        return str(hub_dataset)
+    return files if isinstance(files, str) else ", ".join(str(f) for f in files)
+
+
+def no_rows(source: str, report: BadRowReport | None = None) -> DataSizeError:
+    """The error for data without a single usable row, naming ``source``: every row bad
+    and skipped (``report``), or no row at all."""
+    if report is not None and report.count:
+        first = f"; first: {report.examples[0]}" if report.examples else ""
+        return DataSizeError(f"{source}: no rows left: all {report.count} row(s) are bad and were skipped (on_bad_row=skip){first}")
+    return DataSizeError(f"{source}: no rows (empty or blank)")
+
+
+def require_rows(files: str | Iterable[str]) -> None:
+    """``no_rows`` naming ``files`` when none of them has a non-blank line (checked before
+    anything is built from them; reads up to the first row)."""
+    files = [files] if isinstance(files, str) else list(files)
+    if not any(True for path in files for _ in iter_jsonl_lines(path)):
+        raise no_rows(describe_source(files))
 
 
 def iter_jsonl_lines(path: str) -> Iterator[tuple[int, bytes]]:

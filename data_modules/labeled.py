@@ -38,7 +38,16 @@ from transformers import PreTrainedTokenizerBase
 
 from ctem.instructions import BGE_ZH, resolve_instruction
 from ctem.data_modules.base import ShardedDataModule
-from ctem.data_modules.formats import BadRowReport, OnBadRow, check_on_bad_row, expand_files
+from ctem.data_modules.formats import (
+    BadRowReport,
+    DataFormatError,
+    DataSizeError,
+    OnBadRow,
+    check_on_bad_row,
+    describe_source,
+    expand_files,
+    no_rows,
+)
 from ctem.data_modules.pairs import PairCollator, PairDataset, drop_bad_rows, load_pair_rows
 
 log = logging.getLogger(__name__)
@@ -165,9 +174,9 @@ class MixtureSchedule:
         self.epoch = 0
         self.batches_per_dataset = self._batches_per_dataset()
         if sum(self.batches_per_dataset) == 0:
-            raise ValueError(
+            raise DataSizeError(
                 f"no dataset has a full batch of {global_batch_size} rows (batch_size * world size): "
-                f"sizes {dict(zip(self.names, self.sizes))}"
+                f"sizes {dict(zip(self.names, self.sizes))}: lower data.batch_size or add data"
             )
 
     def _batches_per_dataset(self) -> list[int]:
@@ -383,7 +392,7 @@ class LabeledDataModule(ShardedDataModule):
         )
         rows, bad = drop_bad_rows(rows, self.on_bad_row)
         if len(rows) == 0:
-            raise ValueError(f"dataset {name!r} has no valid rows ({spec.files})")
+            raise no_rows(f"{describe_source(spec.files)} (dataset {name!r})", bad)
         task_type = spec.type or self._row_type(name, spec, rows.unique("type"))
         own = resolve_instruction(spec.instruction)
         instruction = own if own is not None else self.instructions_by_type.get(task_type)
@@ -407,14 +416,11 @@ class LabeledDataModule(ShardedDataModule):
         types = sorted(v for v in values if v)
         if len(types) == 1:
             return types[0]
+        where = f"{describe_source(spec.files)} (dataset {name!r})"
         if not types:
-            raise ValueError(
-                f"dataset {name!r} ({spec.files}): no task type; set data.datasets.{name}.type "
-                "or give the rows a \"type\" field"
-            )
-        raise ValueError(
-            f"dataset {name!r} ({spec.files}) mixes task types {types}; split it into one dataset "
-            f"per type or set data.datasets.{name}.type"
+            raise DataFormatError(where, "type", f"no task type in any row: set data.datasets.{name}.type or give the rows a \"type\" field")
+        raise DataFormatError(
+            where, "type", f"mixes task types {types}: split it into one dataset per type or set data.datasets.{name}.type"
         )
 
     def setup(self, stage: str | None = None) -> None:

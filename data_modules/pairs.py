@@ -36,8 +36,11 @@ from ctem.data_modules.formats import (
     OnBadRow,
     check_on_bad_row,
     expand_files,
+    describe_source,
     iter_jsonl_lines,
+    no_rows,
     parse_jsonl_line,
+    require_rows,
     validate_pair_row,
 )
 
@@ -267,6 +270,7 @@ def load_pair_rows(
 
         return source.map(mark, with_indices=True, remove_columns=list(source.column_names or []), features=_FEATURES)
     files = expand_files(list(train_files) if not isinstance(train_files, str) else train_files)
+    require_rows(files)
     kwargs = {"files": files, "min_negatives": min_negatives, "signature": _file_signature(files)}
     if streaming:
         return datasets.IterableDataset.from_generator(_generate_file_rows, features=_FEATURES, gen_kwargs=kwargs)
@@ -388,7 +392,7 @@ class PairDataModule(ShardedDataModule):
         if self.bad_rows.count:
             log.warning(self.bad_rows.summary())
         if len(rows) == 0:
-            raise ValueError(f"no valid training rows in {self.train_files or self.hub_dataset}")
+            raise no_rows(describe_source(self.train_files, self.hub_dataset), self.bad_rows)
         self.train_dataset = PairDataset(rows, self.train_group_size, self.seed, self.query_instruction)
 
     # ------------------------------------------------------------ negatives refresh

@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
 from ctem.config import config_dir, register_resolvers
+from ctem.files import write_text_atomic
 from ctem.wandb_runs import end_wandb_runs
 
 
@@ -42,8 +43,7 @@ def train(overrides: Sequence[str] = (), extra_callbacks: Sequence[L.Callback] =
     HydraConfig.instance().set_config(cfg)  # ${hydra:...} in the config resolves as under the CLI
     job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     OmegaConf.resolve(job_cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(job_cfg), encoding="utf-8")
+    write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(job_cfg))
     built = run(job_cfg, extra_callbacks=extra_callbacks)
     end_wandb_runs(built["trainer"], job_cfg.stage.get("final_model_dir"))  # each call its own W&B run
     return {**built, "run_dir": run_dir}

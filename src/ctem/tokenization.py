@@ -7,11 +7,12 @@ A tokenizer source is either a HF tokenizer folder / hub id, or a plain WordPiec
 from __future__ import annotations
 
 import inspect
-import json
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from transformers import AutoTokenizer, BertTokenizerFast, PreTrainedTokenizerBase
+
+from ctem.settings import SettingError
 
 BERT_SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 _ASCII_ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -26,8 +27,10 @@ def check_local_or_hub(source: str, what: str) -> None:
         raise FileNotFoundError(f"{what} not found: {source} (relative paths start from {Path.cwd()})")
 
 
-def load_tokenizer(source: str) -> PreTrainedTokenizerBase:
-    """A fast tokenizer from a ``vocab.txt`` file, a tokenizer folder or a hub id."""
+def load_tokenizer(source: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """A fast tokenizer from a ``vocab.txt`` file, a tokenizer folder or a hub id
+    (``trust_remote_code``: run tokenizer code the folder ships; passed explicitly, so
+    transformers never asks on stdin)."""
     check_local_or_hub(source, "tokenizer")
     path = Path(source)
     if path.is_file():
@@ -36,23 +39,19 @@ def load_tokenizer(source: str) -> PreTrainedTokenizerBase:
         # transformers 5 names the argument `vocab`, transformers 4 `vocab_file`.
         arg = "vocab" if "vocab" in inspect.signature(BertTokenizerFast.__init__).parameters else "vocab_file"
         return BertTokenizerFast(**{arg: str(path)}, do_lower_case=True, tokenize_chinese_chars=True)
-    return AutoTokenizer.from_pretrained(source)
+    return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
 
 
-def iter_jsonl_texts(files: Iterable[str | Path], fields: tuple[str, ...]) -> Iterator[str]:
-    """Every string (or string in a list) under ``fields`` of every JSON line of ``files``."""
-    for file in files:
-        with open(file, encoding="utf-8") as handle:
-            for line in handle:
-                if not line.strip():
-                    continue
-                row = json.loads(line)
-                for field in fields:
-                    value = row.get(field)
-                    if isinstance(value, str):
-                        yield value
-                    elif isinstance(value, list):
-                        yield from (v for v in value if isinstance(v, str))
+def check_max_length(tokenizer: PreTrainedTokenizerBase, max_length: int, setting: str) -> int:
+    """``max_length`` (tokens per text, special tokens included) if it leaves room for at
+    least one token of text; else ``SettingError`` naming ``setting``. Below the number of
+    special tokens a tokenizer adds, it silently does not truncate at all."""
+    special = tokenizer.num_special_tokens_to_add(pair=False)
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length <= special:
+        raise SettingError(
+            setting, max_length, f"must be an integer of at least {special + 1} (the tokenizer adds {special} special token(s) to every text)"
+        )
+    return max_length
 
 
 def train_wordpiece_vocab(

@@ -27,9 +27,11 @@ def write_task(root: Path, name: str, task_type: str, files: dict[str, list]) ->
 
 
 def test_load_each_type(tmp_path: Path) -> None:
-    write_task(tmp_path, "S", "STS", {"test.jsonl": [{"sentence1": "a", "sentence2": "b", "score": 1.5}]})
-    write_task(tmp_path, "P", "PairClassification", {"test.jsonl": [{"sentence1": "a", "sentence2": "b", "label": 1}]})
-    write_task(tmp_path, "C", "Classification", {"train.jsonl": [{"text": "x", "label": "pos"}], "test.jsonl": [{"text": "y", "label": "neg"}]})
+    pair = {"sentence1": "a", "sentence2": "b"}
+    write_task(tmp_path, "S", "STS", {"test.jsonl": [{**pair, "score": 1.5}, {**pair, "score": 4}]})
+    write_task(tmp_path, "P", "PairClassification", {"test.jsonl": [{**pair, "label": 1}, {**pair, "label": 0}]})
+    labelled = [{"text": "x", "label": "pos"}, {"text": "z", "label": "neg"}]
+    write_task(tmp_path, "C", "Classification", {"train.jsonl": labelled, "test.jsonl": [{"text": "y", "label": "neg"}]})
     write_task(tmp_path, "K", "Clustering", {"test.jsonl": [{"text": "x", "label": 0}, {"text": "y", "label": 1}]})
     write_task(tmp_path, "R", "Reranking", {"test.jsonl": [{"query": "q", "positive": ["p"], "negative": ["n1", "n2"]}]})
     write_task(

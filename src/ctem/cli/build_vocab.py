@@ -11,20 +11,44 @@ Chinese characters split one by one), to be used as ``model.tokenizer=<out>/voca
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from ctem.tokenization import iter_jsonl_texts, train_wordpiece_vocab
+from ctem.cli import input_errors_as_messages
+from ctem.data_modules.formats import DataFormatError, DataSizeError, iter_jsonl_lines, parse_jsonl_line, require_object
+from ctem.tokenization import train_wordpiece_vocab
 
 
 def iter_corpus_texts(files: Sequence[str], fields: tuple[str, ...]) -> Iterator[str]:
-    """Texts of JSON-lines files (``fields``) and plain text files (lines), in order."""
+    """Texts of JSON-lines files (every string, or string in a list, under ``fields``) and
+    plain text files (non-blank lines), in order; bad UTF-8 or JSON raise
+    ``DataFormatError`` naming file and line."""
     for file in files:
-        if file.endswith((".jsonl", ".json")):
-            yield from iter_jsonl_texts([file], fields)
-            continue
-        with open(file, encoding="utf-8") as handle:
-            yield from (line.strip() for line in handle if line.strip())
+        is_json = file.endswith((".jsonl", ".json"))
+        for number, raw in iter_jsonl_lines(file):
+            location = f"{file}:{number}"
+            if not is_json:
+                try:
+                    yield raw.decode("utf-8").strip()
+                except UnicodeDecodeError as err:
+                    raise DataFormatError(location, None, f"invalid UTF-8 ({err.reason} at byte {err.start})") from None
+                continue
+            row = require_object(parse_jsonl_line(raw, location), location)
+            for field in fields:
+                value = row.get(field)
+                if isinstance(value, str):
+                    yield value
+                elif isinstance(value, list):
+                    yield from (v for v in value if isinstance(v, str))
+
+
+def nonempty(texts: Iterator[str], files: Sequence[str], fields: tuple[str, ...]) -> Iterator[str]:
+    """``texts``, once its first text is known to exist (nothing is written otherwise):
+    ``DataSizeError`` naming the files when there is none."""
+    for first in texts:
+        return itertools.chain([first], texts)
+    raise DataSizeError(f"{', '.join(files)}: no texts to build a vocabulary from (empty files, or no field {list(fields)} in JSON rows)")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -41,9 +65,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     missing = [f for f in args.files if not Path(f).is_file()]
     if missing:
-        raise SystemExit(f"ctem-build-vocab: not found: {', '.join(missing)}")
+        raise SystemExit(f"ctem-build-vocab: error: not found: {', '.join(missing)}")
     fields = tuple(args.fields or ["text"])
-    path = train_wordpiece_vocab(iter_corpus_texts(args.files, fields), args.out, args.vocab_size, args.min_frequency)
+    with input_errors_as_messages("ctem-build-vocab"):
+        texts = nonempty(iter_corpus_texts(args.files, fields), args.files, fields)
+        path = train_wordpiece_vocab(texts, args.out, args.vocab_size, args.min_frequency)
     size = sum(1 for _ in open(path, encoding="utf-8"))
     print(f"[ctem] {size}-token WordPiece vocabulary written to {path}; use it with model.tokenizer={path}")
 

@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ctem.callbacks.interrupt import InterruptCheckpoint
 from ctem.cli import input_errors_as_messages
 from ctem.config import config_dir, register_resolvers
 from ctem.files import atomic_writer
@@ -51,7 +52,12 @@ def run(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str
         ckpt_path = cfg.get("ckpt_path")
         if ckpt_path:
             note_resume(Path(ckpt_path), Path(cfg.paths.output_dir), trainer)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        except SystemExit:  # Lightning's way out on SIGTERM (status 0!) and Ctrl-C (status 1)
+            if trainer.interrupted:
+                raise SystemExit(interrupted_message(trainer)) from None
+            raise
     return {"encoder": encoder, "datamodule": datamodule, "module": module, "trainer": trainer}
 
 
@@ -67,6 +73,17 @@ def note_resume(ckpt_path: Path, run_dir: Path, trainer: L.Trainer) -> None:
     with atomic_writer(run_dir / "resumed_from.txt") as handle:
         handle.write(line + "\n")
     print(f"[ctem] {line}", flush=True)
+
+
+def interrupted_message(trainer: L.Trainer) -> str:
+    """One line: which signal stopped the run at which step, and the checkpoint to resume from."""
+    saver = next((c for c in trainer.callbacks if isinstance(c, InterruptCheckpoint) and c.signal), None)
+    if saver is None:
+        return f"ctem-train: stopped at step {trainer.global_step} by a signal; no checkpoint saved (callbacks.interrupt_checkpoint is off)"
+    return (
+        f"ctem-train: stopped at step {trainer.global_step} by {saver.signal}; "
+        f"resumable checkpoint {saver.saved}: continue with ckpt_path={saver.saved}"
+    )
 
 
 def report(cfg: DictConfig, trainer: L.Trainer) -> None:

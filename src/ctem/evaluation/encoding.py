@@ -9,7 +9,9 @@
 - with ``world_size > 1`` each rank encodes every ``world_size``-th text of the length
   order (an equal share of long and short texts) and ``all_gather`` assembles the full
   ``[N, D]`` matrix on every rank;
-- encoding runs in eval mode without gradients; the previous train/eval mode returns.
+- encoding runs in eval mode without gradients; the previous train/eval mode returns;
+- a ``max_length`` the tokenizer cannot truncate to is refused up front, and non-finite
+  embeddings (a model with NaN weights) raise ``ctem.finite.NonFiniteError``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from ctem.finite import check_finite_embeddings
+from ctem.tokenization import check_max_length
 
 AllGather = Callable[[torch.Tensor], torch.Tensor]
 
@@ -51,7 +56,8 @@ class EncoderAdapter:
     Args:
         encoder: the model; its ``device`` and parameters are used as they are.
         batch_size: texts per forward pass.
-        max_length: token limit; default the encoder's ``passage_max_length``.
+        max_length: token limit; default the encoder's ``passage_max_length``
+            (``SettingError`` naming ``max_length`` when it leaves no room for text).
         cache_tokenization: keep tokenised batches for texts seen before.
         rank / world_size / all_gather: share the work across processes
             (``all_gather``: ``[n, D] -> [world, n, D]``, e.g. the Lightning strategy's).
@@ -76,6 +82,7 @@ class EncoderAdapter:
         self.encoder = encoder
         self.batch_size = batch_size
         self.max_length = max_length or getattr(encoder, "passage_max_length")
+        check_max_length(encoder.tokenizer, self.max_length, "max_length")
         self.cache_tokenization = cache_tokenization
         self.rank = rank
         self.world_size = world_size
@@ -96,8 +103,9 @@ class EncoderAdapter:
         if self.world_size == 1:
             out = np.empty((plan.n_texts, local.shape[1]), dtype=np.float32)
             out[plan.shards[0]] = local.cpu().numpy()
-            return out
-        return self._gather(plan, local)
+        else:
+            out = self._gather(plan, local)
+        return check_finite_embeddings(out, "the model")  # on the gathered array: all ranks agree
 
     def clear_cache(self) -> None:
         """Forget all tokenised batches."""

@@ -15,7 +15,10 @@ Retrieval           corpus.jsonl, queries.jsonl, qrels.jsonl      id, text[, tit
 Reranking           test.jsonl                                    query, positive, negative
 ==================  ============================================  ==========================
 
-Bad rows raise :class:`TaskFormatError` naming file, line and field.
+Bad rows raise :class:`TaskFormatError` naming file, line and field; so does data a task
+cannot be scored on, naming the file: an empty file, STS scores that are all equal, a
+single label in a classification, clustering or pair-classification file, retrieval
+judgements without a relevant passage, reranking rows without a positive and a negative.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 from ctem.evaluation.data import (
     ClassificationData,
@@ -33,6 +36,8 @@ from ctem.evaluation.data import (
     SentencePairs,
     TaskData,
 )
+from ctem.data_modules.formats import DataFormatError, iter_jsonl_lines, parse_jsonl_line
+from ctem.files import OutputPathError, check_file_name
 
 # Task types in the column order of the C-Pack paper's Table 2.
 TASK_TYPES: tuple[str, ...] = (
@@ -109,19 +114,33 @@ def _check(path: Path, line: int, row: Any, fields: dict[str, tuple[type, ...]])
     return row
 
 
-def read_rows(path: Path, fields: dict[str, tuple[type, ...]]) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line_number, row)`` for each non-blank JSON line, checked against ``fields``."""
+def read_rows(path: Path, fields: dict[str, tuple[type, ...]]) -> list[tuple[int, dict[str, Any]]]:
+    """``(line_number, row)`` for each non-blank JSON line, checked against ``fields``
+    (parsed as training data is: bad UTF-8, non-finite numbers and lone surrogates are
+    errors); a file without rows is an error too."""
     if not path.is_file():
         raise TaskFormatError(f"{path}: file not found")
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise TaskFormatError(f"{path}:{line_no}: invalid JSON ({err.msg})") from None
-            yield line_no, _check(path, line_no, row, fields)
+    rows = []
+    for line_no, raw in iter_jsonl_lines(str(path)):
+        try:
+            row = parse_jsonl_line(raw, f"{path}:{line_no}")
+        except DataFormatError as err:
+            raise TaskFormatError(str(err)) from None
+        rows.append((line_no, _check(path, line_no, row, fields)))
+    if not rows:
+        raise TaskFormatError(f"{path}: no rows (the file is empty)")
+    return rows
+
+
+def _require(ok: bool, path: Path, problem: str) -> None:
+    """``TaskFormatError`` naming ``path`` unless ``ok``: data a task cannot be scored on."""
+    if not ok:
+        raise TaskFormatError(f"{path}: {problem}")
+
+
+def _two_labels(path: Path, labels: Sequence[Any], needs: str) -> None:
+    distinct = set(labels)
+    _require(len(distinct) >= 2, path, f"field 'label': every row has label {next(iter(distinct))!r}; {needs} needs at least 2 labels")
 
 
 def _pairs(path: Path, score_field: str, check: Callable[[Any], bool], expect: str) -> SentencePairs:
@@ -132,6 +151,10 @@ def _pairs(path: Path, score_field: str, check: Callable[[Any], bool], expect: s
         s1.append(row["sentence1"])
         s2.append(row["sentence2"])
         scores.append(row[score_field])
+    if score_field == "score":
+        _require(len(set(scores)) >= 2, path, f"field 'score': all {len(scores)} scores are {scores[0]!r}; a correlation with constant scores is undefined")
+    else:
+        _two_labels(path, scores, "average precision")
     return SentencePairs(s1, s2, scores)
 
 
@@ -171,6 +194,7 @@ def _retrieval(folder: Path) -> RetrievalData:
         if float(row["score"]) != int(row["score"]):
             raise TaskFormatError(f"{qrels_path}:{line}: field 'score': expected an integer grade, got {row['score']!r}")
         qrels.setdefault(row["qid"], {})[row["pid"]] = int(row["score"])
+    _require(any(g > 0 for judged in qrels.values() for g in judged.values()), qrels_path, "field 'score': no judgement above 0, so no query has a relevant passage")
     return RetrievalData(corpus_ids, corpus_texts, query_ids, query_texts, qrels, titles)
 
 
@@ -180,6 +204,7 @@ def _reranking(path: Path) -> RerankingData:
         queries.append(row["query"])
         positives.append(row["positive"])
         negatives.append(row["negative"])
+    _require(any(p and n for p, n in zip(positives, negatives)), path, "no row has both a positive and a negative")
     return RerankingData(queries, positives, negatives)
 
 
@@ -193,9 +218,12 @@ def load_task_data(task_type: str, folder: Path) -> TaskData:
     if task_type == "Classification":
         train_texts, train_labels = _labelled(folder / "train.jsonl")
         test_texts, test_labels = _labelled(test)
+        _two_labels(folder / "train.jsonl", train_labels, "a classifier")
         return ClassificationData(train_texts, train_labels, test_texts, test_labels)
     if task_type == "Clustering":
-        return ClusteringData([_labelled(test)])
+        texts, labels = _labelled(test)
+        _two_labels(test, labels, "clustering")
+        return ClusteringData([(texts, labels)])
     if task_type == "Retrieval":
         return _retrieval(folder)
     if task_type == "Reranking":
@@ -217,7 +245,13 @@ def read_task_info(folder: str | Path) -> LocalTaskInfo:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise TaskFormatError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
+    except UnicodeDecodeError as err:
+        raise TaskFormatError(f"{path}: invalid UTF-8 ({err.reason} at byte {err.start})") from None
     _check(path, 1, meta, {"name": _STR, "type": _STR})
+    try:
+        check_file_name(meta["name"], "task name")  # results are written to <output_dir>/<name>.json
+    except OutputPathError as err:
+        raise TaskFormatError(f"{path}:1: field 'name': {err}") from None
     if meta["type"] not in TASK_TYPES:
         raise TaskFormatError(f"{path}:1: field 'type': unknown task type {meta['type']!r}; expected one of {TASK_TYPES}")
     main_score = meta.get("main_score", DEFAULT_MAIN_SCORES[meta["type"]])
@@ -247,6 +281,7 @@ def select_local_tasks(
     infos = [read_task_info(p) for p in sorted(root.iterdir()) if (p / TASK_FILE).is_file()]
     if not infos:
         raise FileNotFoundError(f"no task folders (with {TASK_FILE}) under {root}")
+    check_unique_names([(i.name, str(i.folder / TASK_FILE)) for i in infos])
     if types:
         unknown = sorted(set(types) - set(TASK_TYPES))
         if unknown:
@@ -259,6 +294,20 @@ def select_local_tasks(
             raise ValueError(f"tasks {missing} not found under {root} (with the type filter); available: {sorted(by_name)}")
         infos = [by_name[n] for n in names]
     return sorted(infos, key=lambda i: (TASK_TYPES.index(i.type), i.name))
+
+
+def check_unique_names(named: Sequence[tuple[str, str]]) -> None:
+    """``TaskFormatError`` when two (name, source) pairs share a name: their results would
+    overwrite each other. Names differing only in case count as equal (they are one file on
+    case-insensitive file systems)."""
+    seen: dict[str, str] = {}
+    for name, source in named:
+        key = name.casefold()
+        if key in seen and seen[key] == source:
+            raise TaskFormatError(f"task {name!r} is selected twice; list each task once")
+        if key in seen:
+            raise TaskFormatError(f"{source}: field 'name': task name {name!r} is also used by {seen[key]}; task names must be unique")
+        seen[key] = source
 
 
 def load_local_tasks(
