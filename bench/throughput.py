@@ -6,12 +6,15 @@ thread count, precision and device, each in its own subprocess. Measured per run
 samples/s over the steps after warm-up (a step's time includes tokenising its batch) and
 the peak memory the steps add (CPU: peak RSS over the loaded model; CUDA:
 ``max_memory_allocated``). Runs are repeated round-robin over implementations and the
-median is reported. For ctem with the gradient cache and for sentence-transformers'
-CachedMNRL the script also finds the largest batch (doubling) whose step fits
-``--memory-budget-mb``.
+median is reported. Before the first timed step every run checks that dropout is on (every
+``nn.Dropout`` of the model in train mode with ``p > 0``; the run fails otherwise), and the
+table says so. For ctem with the gradient cache and for sentence-transformers' CachedMNRL
+the script also finds the largest batch (doubling) whose step fits ``--memory-budget-mb``.
 
 Implementations (``--impls``):
   ctem           BiEncoderModule + PairCollator under a real ``lightning.Trainer.fit``
+  ctem-padded    the same with ``padding_free={"enabled": False}``: each input encoded
+                 padded to the batch's longest row (ctem before padding-free encoding)
   ctem-cached    the same with ``grad_cache={"enabled": True, "chunk_size": --chunk-size}``
   torch-loop     reference: ctem's TextEncoder + PairCollator + InfoNCELoss + AdamW in a
                  plain loop (no Lightning), i.e. what the hardware does without a framework
@@ -42,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -63,10 +66,11 @@ from _common import (  # noqa: E402
     write_rows,
 )
 
-IMPLS = ("ctem", "ctem-cached", "torch-loop", "st-mnrl", "st-cached", "flag")
+IMPLS = ("ctem", "ctem-padded", "ctem-cached", "torch-loop", "st-mnrl", "st-cached", "flag")
 CACHED_IMPLS = ("ctem-cached", "st-cached")
 # Which ctem row each peer is compared with.
 CTEM_COUNTERPART = {
+    "ctem-padded": "ctem",
     "torch-loop": "ctem",
     "st-mnrl": "ctem",
     "flag": "ctem",
@@ -109,10 +113,28 @@ def _real_tokens(*token_dicts: dict[str, Any]) -> int:
     return sum(int(t["attention_mask"].sum()) for t in token_dicts)
 
 
+def dropout_on(model: Any) -> str:
+    """Check that every ``nn.Dropout`` of ``model`` is in train mode with ``p > 0`` (raises
+    otherwise, or when there is none) and describe them, e.g. ``"13 x p=0.1"``."""
+    from torch import nn
+
+    dropouts = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Dropout)]
+    off = [f"{name} (training={m.training}, p={m.p})" for name, m in dropouts if not (m.training and m.p > 0)]
+    if not dropouts or off:
+        raise RuntimeError(f"dropout is not on at the first timed step: {', '.join(off) or 'no nn.Dropout module'}")
+    return f"{len(dropouts)} x p=" + "/".join(sorted({f"{m.p:g}" for _, m in dropouts}))
+
+
 def _result(
-    args: argparse.Namespace, timer: StepTimer, memory: MemoryProbe, tokens: list[tuple[int, int]], versions: dict[str, str]
+    args: argparse.Namespace,
+    timer: StepTimer,
+    memory: MemoryProbe,
+    tokens: list[tuple[int, int]],
+    dropout: str,
+    versions: dict[str, str],
 ) -> dict:
-    """Samples/s and tokens of the timed steps, peak memory of all steps, package versions."""
+    """Samples/s and tokens of the timed steps, peak memory of all steps, the dropout check,
+    package versions."""
     import torch
     import transformers
 
@@ -129,6 +151,7 @@ def _result(
         "process_peak_mb": memory.process_peak_mb(),
         "real_tokens_per_sample": sum(r for r, _ in timed) / max(steps * args.batch_size, 1),
         "padded_tokens_per_sample": sum(p for _, p in timed) / max(steps * args.batch_size, 1),
+        "dropout": dropout,
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, **versions},
     }
 
@@ -136,27 +159,30 @@ def _result(
 def _manual_loop(
     args: argparse.Namespace,
     step: Callable[[list[tuple[str, str, str]]], tuple[int, int]],
-    parameters: Iterator[Any],
-) -> tuple[StepTimer, MemoryProbe, list[tuple[int, int]]]:
+    model: Any,
+) -> tuple[StepTimer, MemoryProbe, list[tuple[int, int]], str]:
     """Run ``step`` (tokenise, forward, backward; returns (real, padded) tokens) then
-    an AdamW step on every batch, timing each."""
+    an AdamW step on every batch, timing each; ``dropout_on(model)`` before the first timed step."""
     import torch
 
     batches = _batches(args)
-    optimizer = torch.optim.AdamW([p for p in parameters if p.requires_grad], lr=args.lr)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr)
     timer, memory = StepTimer(args.warmup, args.device), MemoryProbe(args.device)
     tokens = []
+    dropout = ""
     memory.start()
     timer.start()
-    for batch in batches:
+    for index, batch in enumerate(batches):
+        if index == args.warmup:
+            dropout = dropout_on(model)
         tokens.append(step(batch))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         timer.mark()
-    return timer, memory, tokens
+    return timer, memory, tokens, dropout
 
 
-def worker_ctem(args: argparse.Namespace, cached: bool) -> dict:
+def worker_ctem(args: argparse.Namespace, cached: bool, padding_free: bool = True) -> dict:
     """ctem's real training path: BiEncoderModule under ``lightning.Trainer.fit``."""
     _setup_torch(args)
     import lightning as L
@@ -175,21 +201,38 @@ def worker_ctem(args: argparse.Namespace, cached: bool) -> dict:
         InfoNCELoss(temperature=args.temperature),
         optimizer={"lr": args.lr, "scheduler": "constant_with_warmup", "warmup_steps": 0},
         grad_cache={"enabled": cached, "chunk_size": args.chunk_size},
+        padding_free={"enabled": padding_free},
     )
     samples = [{"query": q, "passages": [p, n]} for batch in _batches(args) for q, p, n in batch]
     collator = PairCollator(encoder.tokenizer, args.max_length, args.max_length)
     loader = DataLoader(samples, batch_size=args.batch_size, shuffle=False, collate_fn=collator, drop_last=True)
     timer, memory = StepTimer(args.warmup, args.device), MemoryProbe(args.device)
     tokens: list[tuple[int, int]] = []
+    encoded: list[int] = []  # token positions the encoder computes (after padding-free chunking)
+    dropout: list[str] = []
+
+    def encoded_positions(inputs: dict[str, Any]) -> int:
+        if cached or not padding_free:
+            return _padded_tokens(inputs)
+        from ctem.packing import split_tokens
+
+        config = module.padding_free
+        chunks, _ = split_tokens(inputs, config.chunk_rows, config.token_limit(inputs["input_ids"].device))
+        return _padded_tokens(*chunks)
 
     class Probe(L.Callback):
         def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
             memory.start()
             timer.start()
 
+        def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+            if batch_idx == args.warmup:
+                dropout.append(dropout_on(pl_module))
+
         def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
             timer.mark()
             tokens.append((_real_tokens(batch["query"], batch["passages"]), _padded_tokens(batch["query"], batch["passages"])))
+            encoded.append(encoded_positions(batch["query"]) + encoded_positions(batch["passages"]))
 
     trainer = L.Trainer(
         accelerator="gpu" if args.device == "cuda" else "cpu",
@@ -203,7 +246,9 @@ def worker_ctem(args: argparse.Namespace, cached: bool) -> dict:
         callbacks=[Probe()],
     )
     trainer.fit(module, train_dataloaders=loader)
-    return _result(args, timer, memory, tokens, {"lightning": L.__version__})
+    result = _result(args, timer, memory, tokens, dropout[0], {"lightning": L.__version__})
+    result["encoded_tokens_per_sample"] = sum(encoded[args.warmup :]) / max(timer.timed_steps() * args.batch_size, 1)
+    return result
 
 
 def worker_torch_loop(args: argparse.Namespace) -> dict:
@@ -229,8 +274,8 @@ def worker_torch_loop(args: argparse.Namespace) -> dict:
         loss.backward()
         return _real_tokens(query, passages), _padded_tokens(query, passages)
 
-    timer, memory, tokens = _manual_loop(args, step, encoder.parameters())
-    return _result(args, timer, memory, tokens, {})
+    timer, memory, tokens, dropout = _manual_loop(args, step, encoder)
+    return _result(args, timer, memory, tokens, dropout, {})
 
 
 def worker_sentence_transformers(args: argparse.Namespace, cached: bool) -> dict:
@@ -244,7 +289,7 @@ def worker_sentence_transformers(args: argparse.Namespace, cached: bool) -> dict
         MultipleNegativesRankingLoss,
     )
 
-    model = SentenceTransformer(args.model, device=args.device)
+    model = SentenceTransformer(args.model, device=args.device, trust_remote_code=False)
     model.max_seq_length = args.max_length
     model.train()
     scale = 1.0 / args.temperature
@@ -263,8 +308,8 @@ def worker_sentence_transformers(args: argparse.Namespace, cached: bool) -> dict
         loss.backward()
         return _real_tokens(*features), _padded_tokens(*features)
 
-    timer, memory, tokens = _manual_loop(args, step, model.parameters())
-    return _result(args, timer, memory, tokens, {"sentence-transformers": sentence_transformers.__version__})
+    timer, memory, tokens, dropout = _manual_loop(args, step, model)
+    return _result(args, timer, memory, tokens, dropout, {"sentence-transformers": sentence_transformers.__version__})
 
 
 def worker_flag(args: argparse.Namespace) -> dict:
@@ -276,9 +321,9 @@ def worker_flag(args: argparse.Namespace) -> dict:
     from FlagEmbedding.finetune.embedder.encoder_only.base.modeling import BiEncoderOnlyEmbedderModel
     from importlib.metadata import version
 
-    tokenizer = transformers.AutoTokenizer.from_pretrained(args.model)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(args.model, trust_remote_code=False)
     model = BiEncoderOnlyEmbedderModel(
-        transformers.AutoModel.from_pretrained(args.model),
+        transformers.AutoModel.from_pretrained(args.model, trust_remote_code=False),
         tokenizer=tokenizer,
         temperature=args.temperature,
         sub_batch_size=-1,
@@ -299,12 +344,13 @@ def worker_flag(args: argparse.Namespace) -> dict:
         loss.backward()
         return _real_tokens(inputs["queries"], inputs["passages"]), _padded_tokens(inputs["queries"], inputs["passages"])
 
-    timer, memory, tokens = _manual_loop(args, step, model.parameters())
-    return _result(args, timer, memory, tokens, {"FlagEmbedding": version("FlagEmbedding")})
+    timer, memory, tokens, dropout = _manual_loop(args, step, model)
+    return _result(args, timer, memory, tokens, dropout, {"FlagEmbedding": version("FlagEmbedding")})
 
 
 WORKERS: dict[str, Callable[[argparse.Namespace], dict]] = {
     "ctem": lambda a: worker_ctem(a, cached=False),
+    "ctem-padded": lambda a: worker_ctem(a, cached=False, padding_free=False),
     "ctem-cached": lambda a: worker_ctem(a, cached=True),
     "torch-loop": worker_torch_loop,
     "st-mnrl": lambda a: worker_sentence_transformers(a, cached=False),
@@ -383,12 +429,13 @@ def format_table(summary: dict[str, dict], budget_mb: float, best_batches: dict[
     """Markdown table: median samples/s (range), peak MB, ctem / peer ratios, largest batch."""
     head = (
         "| implementation | samples/s (median, min-max) | peak MB (median) | collated tokens / sample "
-        f"| ctem / peer speed (median of repeats, min-max) | ctem / peer memory | largest batch within {budget_mb:.0f} MB |"
+        f"| ctem / peer speed (median of repeats, min-max) | ctem / peer memory | largest batch within {budget_mb:.0f} MB "
+        "| dropout at the first timed step |"
     )
-    lines = [head, "|" + "---|" * 7]
+    lines = [head, "|" + "---|" * 8]
     for impl, s in summary.items():
         if s.get("error"):
-            lines.append(f"| {impl} | not run: {s['error']} | | | | | |")
+            lines.append(f"| {impl} | not run: {s['error']} | | | | | | |")
             continue
         ours = summary.get(CTEM_COUNTERPART.get(impl, ""), {})
         if impl in CTEM_COUNTERPART and ours.get("samples_per_s"):
@@ -397,9 +444,11 @@ def format_table(summary: dict[str, dict], budget_mb: float, best_batches: dict[
             mem = f"{ours['peak_mb'] / s['peak_mb']:.2f}" if s["peak_mb"] > 0 else ""
         else:
             ratio, mem = ("(ctem row)", "") if impl.startswith("ctem") else ("", "")
+        enc = s.get("encoded_tokens_per_sample")
+        encoded = f" (encoded {enc:.1f})" if enc is not None and abs(enc - s["padded_tokens_per_sample"]) > 0.05 else ""
         lines.append(
             f"| {impl} | {s['samples_per_s']:.2f} ({s['min']:.2f}-{s['max']:.2f}) | {s['peak_mb']:.0f} "
-            f"| {s['padded_tokens_per_sample']:.1f} | {ratio} | {mem} | {best_batches.get(impl, '')} |"
+            f"| {s['padded_tokens_per_sample']:.1f}{encoded} | {ratio} | {mem} | {best_batches.get(impl, '')} | on: {s['dropout']} |"
         )
     return "\n".join(lines)
 
@@ -474,7 +523,9 @@ def run_benchmark(args: argparse.Namespace, work: Path, argv: Sequence[str]) -> 
             "max": max(speeds),
             "peak_mb": median([r["peak_mb"] for r in runs[impl]]),
             "padded_tokens_per_sample": runs[impl][0]["padded_tokens_per_sample"],
+            "encoded_tokens_per_sample": runs[impl][0].get("encoded_tokens_per_sample"),
             "real_tokens_per_sample": runs[impl][0]["real_tokens_per_sample"],
+            "dropout": runs[impl][0]["dropout"],
             "versions": runs[impl][0]["versions"],
             "speed_ratios": speed_ratios(runs, impl),
         }

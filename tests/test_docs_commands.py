@@ -108,6 +108,11 @@ LIMITS: list[tuple[str, str, str]] = [
      "one timed step at batch 8 of ctem and one peer, no batch search"),
     (r"\bbench/throughput\.py\s.*--model minilm\b", "--impls ctem", "MiniLM: ctem alone (a peer adds 10 s)"),
     (r"\bbench/grad_cache_memory\.py(\s|$)", "--repeats 1 --cached-batch 128", "one run, cached batch 128"),
+    (r"\bbench/retromae_speed\.py(\s|$)",
+     "--batch-size 2 --max-length 32 --warmup 0 --steps 1 --repeats 1 --impls ctem full-logits",
+     "one step at 2 x 32 tokens, ctem and the full-logits peer"),
+    (r"\bbench/eval_speed\.py(\s|$)", "--tasks QbqtcReranking --repeats 1", "one small task, one repeat"),
+    (r"\bbench/mine_speed\.py(\s|$)", "--rows 100 --repeats 1", "100 rows, one repeat"),
     (r"\bbench/baselines/tfidf_lsa\.py(\s|$)", "--max-docs 2000 --dim 32 --tasks-dir {eval_tasks_small}",
      "fit on 2,000 corpus texts, 32 components, 2 tasks"),
 ]
