@@ -42,13 +42,13 @@ def load_triples(data_dir: Path, files: Sequence[str], seed: int) -> tuple[list[
     """``(query, positive, hard negative)`` triples and a description of their source.
 
     Rows with at least one negative are read from ``data_dir/<file>`` through
-    ``ctem.data_modules.formats`` (bad rows raise with file:line:field); each file is shuffled
+    ``ctem.rows`` (bad rows raise with file:line:field); each file is shuffled
     with ``seed`` and the files are interleaved row by row, so every batch mixes the
     sources' length distributions. The positive and negative are the row's first ones.
     Falls back to the quickstart sample (its rows with negatives) when ``data_dir`` is
     missing.
     """
-    from ctem.data_modules.formats import iter_valid_rows, validate_pair_row
+    from ctem.rows import iter_valid_rows, validate_pair_row
 
     paths = [data_dir / f for f in files]
     if not all(p.is_file() for p in paths):

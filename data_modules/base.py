@@ -10,7 +10,7 @@ import lightning as L
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler
 
 from ctem.distributed import rank_and_world
-from ctem.data_modules.formats import DataSizeError, describe_source
+from ctem.rows import DataSizeError, describe_source
 from ctem.data_modules.resume import Position, ResumableDataLoader, SkippableBatches, rng_states
 
 

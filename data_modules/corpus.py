@@ -36,7 +36,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ctem.retromae.masking import PADDING, SPECIAL, corrupt_for_mlm, decoder_attention_mask, sample_unit_masks
 from ctem.tokenization import check_max_length
-from ctem.data_modules.formats import (
+from ctem.rows import (
     BadRowReport,
     DataFormatError,
     OnBadRow,

@@ -38,7 +38,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ctem.instructions import BGE_ZH, resolve_instruction
 from ctem.data_modules.base import ShardedDataModule
-from ctem.data_modules.formats import (
+from ctem.rows import (
     BadRowReport,
     DataFormatError,
     DataSizeError,

@@ -28,9 +28,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from transformers import PreTrainedTokenizerBase
 
-from ctem.instructions import resolve_instruction
+from ctem.instructions import resolve_instruction, with_instruction
 from ctem.data_modules.base import ShardedDataModule
-from ctem.data_modules.formats import (
+from ctem.rows import (
     BadRowReport,
     DataFormatError,
     OnBadRow,
@@ -106,12 +106,6 @@ def sample_group(row: dict[str, Any], group_size: int, rng: random.Random) -> li
         rng.shuffle(negatives)
         chosen = negatives + rng.choices(row["neg"], k=need - len(negatives))
     return [positive, *chosen]
-
-
-def with_instruction(query: str, prompt: str | None, instruction: str | None) -> str:
-    """The query with its row ``prompt`` (wins) or the configured instruction prepended."""
-    prefix = prompt if prompt is not None else instruction
-    return f"{prefix}{query}" if prefix else query
 
 
 class PairDataset(Dataset):

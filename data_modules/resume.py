@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from ctem.data_modules.formats import DataSizeError
+from ctem.rows import DataSizeError
 
 
 @dataclass(frozen=True)

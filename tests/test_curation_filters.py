@@ -8,7 +8,7 @@ import random
 import pytest
 
 from ctem.curation import Decontaminator, PairDeduplicator, curate, find_task_dirs, iter_task_texts, normalize_text
-from ctem.data_modules.formats import DataFormatError
+from ctem.rows import DataFormatError
 from tests.curation_helpers import one_torch_thread  # noqa: F401  (autouse fixture)
 from tests.curation_helpers import random_text, read_jsonl, write_jsonl
 

@@ -15,7 +15,7 @@ from ctem.mining import (
     candidate_pool,
     mine_jsonl,
 )
-from ctem.data_modules.formats import DataFormatError
+from ctem.rows import DataFormatError
 
 DIM = 24
 N_PASSAGES = 400

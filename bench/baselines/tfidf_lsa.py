@@ -65,7 +65,7 @@ def repo_path(path: str | Path) -> Path:
 def read_corpus(path: Path, max_docs: int | None = None, seed: int = 0) -> list[str]:
     """The ``text`` of every JSON line of ``path``; with ``max_docs``, a seeded random
     sample of that many texts (kept in file order)."""
-    from ctem.data_modules.formats import (
+    from ctem.rows import (
         DataFormatError,
         iter_jsonl_lines,
         parse_jsonl_line,

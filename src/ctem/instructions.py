@@ -37,3 +37,9 @@ def evaluation_instruction(override: str | None, recorded: str | None) -> str:
     if chosen is None:
         chosen = resolve_instruction(recorded)
     return chosen or ""
+
+
+def with_instruction(query: str, prompt: str | None, instruction: str | None) -> str:
+    """The query with its row ``prompt`` (wins) or the configured instruction prepended."""
+    prefix = prompt if prompt is not None else instruction
+    return f"{prefix}{query}" if prefix else query

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from ctem.files import atomic_path, atomic_writer, check_not_inputs
 from ctem.finite import check_finite_embeddings
 from ctem.instructions import resolve_instruction
-from ctem.data_modules.formats import (
+from ctem.rows import (
     BadRowReport,
     DataFormatError,
     OnBadRow,
@@ -45,7 +45,7 @@ from ctem.data_modules.formats import (
     no_rows,
     validate_pair_row,
 )
-from ctem.data_modules.pairs import with_instruction
+from ctem.instructions import with_instruction
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ctem.data_modules import LabeledDataModule, PairDataModule, PretrainCorpusDataModule
-from ctem.data_modules.formats import DataFormatError, DataSizeError
+from ctem.rows import DataFormatError, DataSizeError
 from ctem.tokenization import load_tokenizer
 from tests.helpers.tiny import write_vocab
 from tests.reliability.conftest import one_line_error, run_command, write_pairs

@@ -9,7 +9,7 @@ from hydra.errors import InstantiationException
 from omegaconf.errors import MissingMandatoryValue
 
 from ctem.evaluation.tasks import TaskFormatError
-from ctem.data_modules.formats import DataFormatError, DataSizeError
+from ctem.rows import DataFormatError, DataSizeError
 from ctem.files import OutputPathError
 from ctem.finite import NonFiniteError
 from ctem.remote_code import RemoteCodeError

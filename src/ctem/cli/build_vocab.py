@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from ctem.cli import input_errors_as_messages
-from ctem.data_modules.formats import DataFormatError, DataSizeError, iter_jsonl_lines, parse_jsonl_line, require_object
+from ctem.rows import DataFormatError, DataSizeError, iter_jsonl_lines, parse_jsonl_line, require_object
 from ctem.tokenization import train_wordpiece_vocab
 
 

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from ctem.data_modules.formats import DataFormatError, iter_jsonl_lines, parse_jsonl_line, require_object
+from ctem.rows import DataFormatError, iter_jsonl_lines, parse_jsonl_line, require_object
 
 from ctem.curation.dedup import MinHasher, NearDuplicateIndex
 from ctem.curation.textnorm import TextNormalizer, char_ngrams, text_digest

@@ -34,7 +34,7 @@ from typing import Any, Iterator, Sequence
 import datasets
 from tqdm.auto import tqdm
 
-from ctem.data_modules.formats import (
+from ctem.rows import (
     BadRowReport,
     DataFormatError,
     OnBadRow,

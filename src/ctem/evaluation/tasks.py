@@ -36,7 +36,7 @@ from ctem.evaluation.data import (
     SentencePairs,
     TaskData,
 )
-from ctem.data_modules.formats import DataFormatError, iter_jsonl_lines, parse_jsonl_line
+from ctem.rows import DataFormatError, iter_jsonl_lines, parse_jsonl_line
 from ctem.files import OutputPathError, check_file_name
 
 # Task types in the column order of the C-Pack paper's Table 2.
