@@ -31,15 +31,6 @@ from ctem.tokenization import check_max_length
 AllGather = Callable[[torch.Tensor], torch.Tensor]
 
 
-def torch_all_gather(tensor: torch.Tensor) -> torch.Tensor:
-    """``[n, D]`` on each rank -> ``[world, n, D]`` with ``torch.distributed`` (same ``n``)."""
-    import torch.distributed as dist
-
-    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, tensor.contiguous())
-    return torch.stack(parts)
-
-
 @dataclass
 class _Plan:
     """This rank's share of one text list: tokenised batches and their positions."""
