@@ -7,11 +7,13 @@ A tokenizer source is either a HF tokenizer folder / hub id, or a plain WordPiec
 from __future__ import annotations
 
 import inspect
+import tempfile
 from pathlib import Path
 from typing import Iterable
 
 from transformers import AutoTokenizer, BertTokenizerFast, PreTrainedTokenizerBase
 
+from ctem.files import write_text_atomic
 from ctem.settings import SettingError
 
 BERT_SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -80,12 +82,10 @@ def train_wordpiece_vocab(
         initial_alphabet=list(_ASCII_ALNUM),
         wordpieces_prefix="##",
     )
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_model(str(out))
-    path = out / "vocab.txt"
-    tokens = path.read_text(encoding="utf-8").splitlines()
+    with tempfile.TemporaryDirectory() as scratch:
+        tokenizer.save_model(scratch)
+        tokens = (Path(scratch) / "vocab.txt").read_text(encoding="utf-8").splitlines()
     known = set(tokens)
     tokens += [t for c in _ASCII_ALNUM for t in (c, f"##{c}") if t not in known]
-    path.write_text("\n".join(tokens) + "\n", encoding="utf-8")
-    return path
+    # atomic: an interrupted or failed write leaves the old vocab.txt (or none), never half of one
+    return write_text_atomic(Path(out_dir) / "vocab.txt", "\n".join(tokens) + "\n")
