@@ -22,13 +22,15 @@ from tests.reliability.probes import tiny_run
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_saves_a_resumable_checkpoint_says_where_and_exits_1(tmp_path, signum) -> None:
     vocab, data, run = write_vocab(tmp_path), write_pairs(tmp_path / "pairs.jsonl", 32), tmp_path / "run"
-    overrides = tiny_run(vocab, data, run, "trainer.max_steps=100000", "callbacks.model_checkpoint.every_n_train_steps=1")
+    overrides = tiny_run(vocab, data, run, "trainer.max_steps=100000", "trainer.max_epochs=-1",
+                         "callbacks.model_checkpoint.every_n_train_steps=1")  # runs until the signal, never ends on its own
     with open(tmp_path / "stderr.txt", "w") as stderr:
         child = subprocess.Popen([sys.executable, "-m", "ctem.cli.train", *overrides], cwd=tmp_path, env=ENV,
                                  stdout=subprocess.DEVNULL, stderr=stderr)
         deadline = time.monotonic() + 300
         while not (run / "checkpoints" / "last.ckpt").exists() and child.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
+        assert child.poll() is None and (run / "checkpoints" / "last.ckpt").exists(), "the run ended or wrote no checkpoint before the signal"
         child.send_signal(signum)
         returncode = child.wait(timeout=300)
     lines = (tmp_path / "stderr.txt").read_text().strip().splitlines()
