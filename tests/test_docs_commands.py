@@ -303,20 +303,22 @@ def built_vocab(tmp_path_factory, pretrain_head) -> Path:
     return out / "vocab.txt"
 
 
+def _head_folder(tmp_path_factory, name: str, rows: int) -> Path:
+    """The first ``rows`` rows of every file of the shared ``train/<name>`` folder."""
+    folder = tmp_path_factory.mktemp(name)
+    for path in sorted((_shared() / "train" / name).glob("*.jsonl")):
+        _head(path, folder / path.name, rows)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def unlabeled_head(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("unlabeled")
-    for path in sorted((_shared() / "train" / "unlabeled").glob("*.jsonl")):
-        _head(path, folder / path.name, 100)
-    return folder
+    return _head_folder(tmp_path_factory, "unlabeled", 100)
 
 
 @pytest.fixture(scope="session")
 def labeled_head(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("labeled")
-    for path in sorted((_shared() / "train" / "labeled").glob("*.jsonl")):
-        _head(path, folder / path.name, 64)
-    return folder
+    return _head_folder(tmp_path_factory, "labeled", 64)
 
 
 @pytest.fixture(scope="session")
