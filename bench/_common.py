@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import shlex
 import statistics
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -288,3 +290,10 @@ def add_worker_arguments(parser: Any) -> None:
     parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--temperature", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
+
+
+def command_line(script: str, argv: Sequence[str] | None) -> str:
+    """The shell command that reruns this benchmark: ``python bench/<script> ARGS`` (quoted);
+    ``argv`` None means this process's own arguments."""
+    args = sys.argv[1:] if argv is None else argv
+    return f"python bench/{script} " + " ".join(shlex.quote(a) for a in args)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import tempfile
 import time
@@ -37,7 +36,7 @@ from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO, emit_result, median, minilm_folder, run_worker  # noqa: E402
+from _common import REPO, command_line, emit_result, median, minilm_folder, run_worker  # noqa: E402
 
 TOOLS = ("ctem", "mteb")
 DEFAULT_TASKS_DIR = REPO / ".." / "shared" / "data" / "eval" / "cmteb-dev"
@@ -170,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     raise SystemExit(f"{tool} failed: {run.error}\n" + "\n".join(run.log_tail))
                 runs[tool].append(run.result)
                 print(f"[bench] repeat {repeat + 1}/{args.repeats} {tool}: {run.result['total_s']:.1f} s", flush=True)
-    command = "python bench/eval_speed.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = command_line("eval_speed.py", argv)
     print(f"\nCommand: `{command}`")
     print(
         f"Model {args.model}; tasks from {args.tasks_dir}; batch {args.batch_size}, {args.threads} thread(s), CPU, "

@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -52,7 +51,7 @@ from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import BENCH_DIR, REPO, emit_result, median, run_worker  # noqa: E402
+from _common import BENCH_DIR, REPO, command_line, emit_result, median, run_worker  # noqa: E402
 
 TOOLS = ("ctem", "st", "flag")
 DEFAULT_INPUT = REPO / ".." / "shared" / "data" / "train" / "labeled" / "atec.jsonl"
@@ -225,7 +224,7 @@ def run_benchmark(args: argparse.Namespace, argv: Sequence[str]) -> None:
                 print(f"[bench] repeat {repeat + 1}/{args.repeats} {tool}: {run.result['seconds']:.1f} s", flush=True)
     if "ctem" in errors:
         raise SystemExit(f"ctem failed: {errors['ctem']}")
-    print(f"\nCommand: `python bench/mine_speed.py {' '.join(shlex.quote(a) for a in argv)}`")
+    print(f"\nCommand: `{command_line('mine_speed.py', argv)}`")
     print(
         f"{len(rows)} rows of {args.input}; model {args.model} ({settings['pooling']} pooling, query instruction "
         f"{settings['instruction']!r}); window [{args.range_min}, {args.range_max}), {args.negatives} negatives; "

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -51,7 +50,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO, MemoryProbe, StepTimer, emit_result, median, run_worker  # noqa: E402
+from _common import REPO, MemoryProbe, StepTimer, command_line, emit_result, median, run_worker  # noqa: E402
 
 IMPLS = ("ctem", "gathered-logits", "full-logits")
 SHARED_DATA = REPO / ".." / "shared" / "data"
@@ -282,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 continue
             runs[impl].append(run.result)
             print(f"[bench] repeat {repeat + 1}/{args.repeats} {impl}: {run.result['tokens_per_s']:.0f} tokens/s, peak {run.result['peak_mb']:.0f} MB", flush=True)
-    command = "python bench/retromae_speed.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = command_line("retromae_speed.py", argv)
     print(f"\nCommand: `{command}`")
     if runs["ctem"]:
         r = runs["ctem"][0]

@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -57,6 +56,7 @@ from _common import (  # noqa: E402
     MemoryProbe,
     StepTimer,
     add_worker_arguments,
+    command_line,
     emit_result,
     load_triples,
     median,
@@ -536,7 +536,7 @@ def run_benchmark(args: argparse.Namespace, work: Path, argv: Sequence[str]) -> 
         for impl in (i for i in CACHED_IMPLS if i in args.impls and i not in errors):
             best[impl], probes[impl] = largest_batch(args, impl, rows, model, sys.executable)
 
-    command = "python bench/throughput.py " + " ".join(shlex.quote(a) for a in argv)
+    command = command_line("throughput.py", argv)
     table = format_table(summary, args.memory_budget_mb, best)
     print()
     print(f"Command: `{command}`")
