@@ -7,6 +7,7 @@ from typing import Any, Callable
 import datasets
 import datasets.distributed
 import lightning as L
+import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler
 
 from ctem.distributed import rank_and_world
@@ -42,6 +43,7 @@ class ShardedDataModule(L.LightningDataModule):
     drop_last: bool
 
     _resume_at: Position | None = None
+    _train_loader: ResumableDataLoader | None = None
 
     def state_dict(self) -> dict[str, Any]:
         """While fitting: the ``epoch``, the batches of it trained on (``batches_done``) and
@@ -53,7 +55,8 @@ class ShardedDataModule(L.LightningDataModule):
         # counts an epoch whose end hooks ran, e.g. when SIGTERM stops the run there).
         epoch = max(trainer.fit_loop.epoch_progress.current.started - 1, 0)
         done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        return Position(epoch, done, rng_states()).state()
+        worker_seed = self._train_loader.worker_seed if self._train_loader is not None else None
+        return Position(epoch, done, rng_states(), worker_seed).state()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Make the loader (built after this, by Lightning) start where the checkpoint stopped."""
@@ -78,16 +81,22 @@ class ShardedDataModule(L.LightningDataModule):
         return rows
 
     def _loader_options(self) -> dict[str, Any]:
+        """Worker settings; with workers, a generator of their seeds, seeded by ``seed`` and
+        the rank (so a resumed run can seed them again as the interrupted one did)."""
+        workers = self.num_workers > 0
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.rank_world()[0]) if workers else None
         return dict(
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            persistent_workers=self.persistent_workers and workers,
+            generator=generator,
         )
 
     def _loader(self, dataset: Dataset, **options: Any) -> ResumableDataLoader:
         """A loader that starts where a restored checkpoint stopped and names the data in its errors."""
         loader = ResumableDataLoader(dataset, **options, **self._loader_options())
         loader.source = self.describe_data()
+        self._train_loader = loader
         if self._resume_at is not None:
             loader.resume(self._resume_at)
             self._resume_at = None

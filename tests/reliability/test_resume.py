@@ -82,22 +82,25 @@ def test_a_run_stopped_by_sigterm_resumes_to_the_uninterrupted_weights(uninterru
 
 def other_data(kind: str, root: Path) -> list[str]:
     """Overrides of the multi-task stage on two labeled files, or of RetroMAE on a corpus
-    (its masks are drawn from the global random state)."""
-    if kind == "corpus":
+    (its masks are drawn from the random state of the process that collates: the main one,
+    or with ``corpus_workers`` two loader workers)."""
+    if kind.startswith("corpus"):
+        workers = ["data.num_workers=2"] if kind == "corpus_workers" else []
         return ["stage=retromae", "data=corpus", f"data.train_files=[{write_pairs(root / 'corpus.jsonl', 20)}]",
-                "data.text_field=query", "data.max_seq_length=24", "data.batch_size=4"]
+                "data.text_field=query", "data.max_seq_length=24", "data.batch_size=4", *workers]
     files = [write_pairs(root / f"{name}.jsonl", 12, seed=i) for i, name in enumerate(("sts", "nli"))]
     datasets = ",".join(f"{f.stem}:{{files:'{f}',type:{f.stem}}}" for f in files)
     return ["stage=multitask", "data=labeled", f"data.datasets={{{datasets}}}", "data.train_group_size=1", "data.batch_size=4"]
 
 
-@pytest.mark.parametrize("kind", ["labeled", "corpus"])
-def test_every_data_module_resumes_exactly(tmp_path, kind) -> None:
+@pytest.mark.parametrize("kind", ["labeled", "corpus", "corpus_workers"])
+@pytest.mark.parametrize("step", [2, 5, 7])
+def test_every_data_module_resumes_exactly(tmp_path, kind, step) -> None:
     vocab = write_vocab(tmp_path)
     base = [a for a in run(vocab, tmp_path / "unused.jsonl", tmp_path / "x") if not a.startswith(("data", "hydra.run.dir"))]
     overrides = [*base, *other_data(kind, tmp_path)]
     every_step = ["callbacks.model_checkpoint.every_n_train_steps=1", "callbacks.model_checkpoint.save_top_k=-1"]
     full = weights(train([*overrides, *every_step, f"hydra.run.dir={tmp_path / 'full'}"]))
-    (checkpoint,) = (tmp_path / "full" / "checkpoints").glob("*-step=4.ckpt")
+    (checkpoint,) = (tmp_path / "full" / "checkpoints").glob(f"*-step={step}.ckpt")
     resumed = train([*overrides, f"ckpt_path='{checkpoint}'", f"hydra.run.dir={tmp_path / 'resumed'}"])
     assert_equal_weights(weights(resumed), full)
