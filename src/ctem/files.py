@@ -269,17 +269,20 @@ def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
 @contextmanager
 def staged_files(folder: str | os.PathLike, names: Sequence[str]) -> Iterator[Path]:
     """A hidden staging folder inside ``folder`` for a command's set of outputs, the plain
-    file names ``names``. When the block ends normally, each name in order is moved into
-    ``folder`` (put the file that marks a complete set, e.g. a report, last), and a name the
-    block did not write is removed from ``folder`` (left from an earlier set); when it raises,
-    ``folder`` is left as it was. The staging folder is removed on every exit (one left by a
-    killed process is removed by a later run). An ``OSError`` names ``folder``."""
+    file names ``names``, the last of which marks a complete set (e.g. a report). When the
+    block ends normally, the old marker is removed first, then each name in order is moved
+    into ``folder``, the marker last, and a name the block did not write is removed from
+    ``folder`` (left from an earlier set); so a process killed while moving leaves no marker
+    beside a mixed set. When the block raises, ``folder`` is left as it was. The staging
+    folder is removed on every exit (one left by a killed process is removed by a later
+    run). An ``OSError`` names ``folder``."""
     root = Path(folder)
     targets = [confined_path(root, name) for name in names]
     check_distinct(targets)
     with temporary_folder(root / "ctem-staging") as staging:
         try:
             yield staging
+            targets[-1].unlink(missing_ok=True)
             for target in targets:
                 staged = staging / target.name
                 if staged.exists():

@@ -25,6 +25,25 @@ CurationReport.to_markdown = kill
 curate(sys.argv[1:3], sys.argv[3], show_progress=False)
 """
 
+KILL_WHILE_MOVING = """
+import os, signal, sys
+from ctem import files
+from ctem.curation import curate
+
+moved = []
+replace = os.replace
+
+def replace_then_kill(src, dst):
+    replace(src, dst)
+    if os.path.dirname(os.path.abspath(dst)) == os.path.abspath(sys.argv[3]):
+        moved.append(dst)
+    if len(moved) == 2:  # two new files are in place, the rest of the set is not
+        os.kill(os.getpid(), signal.SIGKILL)
+
+files.os.replace = replace_then_kill
+curate(sys.argv[1:3], sys.argv[3], show_progress=False)
+"""
+
 
 def _inputs(root: Path, seed: int) -> list[str]:
     return [str(write_pairs(root / "in" / "a.jsonl", 6, seed=seed)), str(write_pairs(root / "in" / "b.jsonl", 6, seed=seed + 1))]
@@ -72,3 +91,13 @@ def test_a_kill_during_the_report_leaves_the_previous_set_and_the_next_run_clean
     report = curate(_inputs(tmp_path, seed=5), out, show_progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["a.jsonl", "b.jsonl", "report.json", "report.md"]
     assert report.total.rows_in == 12 and snapshot(out) != before
+
+
+def test_a_kill_while_the_set_is_moved_in_leaves_no_report_beside_a_mixed_set(tmp_path) -> None:
+    out, before = _first_set(tmp_path)
+    proc = run_python(KILL_WHILE_MOVING, *_inputs(tmp_path, seed=5), str(out), cwd=tmp_path)
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    visible = {name: data for name, data in snapshot(out).items() if not name.startswith(".")}
+    assert visible != before and "report.json" not in visible  # mixed, and marked incomplete
+    curate(_inputs(tmp_path, seed=5), out, show_progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["a.jsonl", "b.jsonl", "report.json", "report.md"]
