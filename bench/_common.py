@@ -136,6 +136,17 @@ def resolve_model(name: str, work_dir: Path, seed: int) -> str:
 
 
 # --------------------------------------------------------------------------- measuring
+def import_model_code(model_dir: str) -> None:
+    """Import the code that loading ``model_dir`` needs (transformers imports its model
+    classes lazily, on first use: ~2 s on this machine) by building the architecture once
+    from its config, so a timed region that loads the model measures loading, not Python's
+    imports. Every tool's worker calls it before starting its clock."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    AutoModel.from_config(AutoConfig.from_pretrained(model_dir))
+    AutoTokenizer.from_pretrained(model_dir)
+
+
 def current_rss_mb() -> float:
     """Resident set size of this process now (MB)."""
     with open("/proc/self/statm") as f:

@@ -36,7 +36,7 @@ from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO, command_line, emit_result, median, minilm_folder, run_worker  # noqa: E402
+from _common import REPO, command_line, emit_result, import_model_code, median, minilm_folder, run_worker  # noqa: E402
 
 TOOLS = ("ctem", "mteb")
 DEFAULT_TASKS_DIR = REPO / ".." / "shared" / "data" / "eval" / "cmteb-dev"
@@ -75,10 +75,11 @@ def worker_ctem(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as out:
         overrides = [
             f"model_path={args.model}", f"tasks_dir={args.tasks_dir}", f"output_dir={out}",
-            f"batch_size={args.batch_size}", "progress=false", "device=cpu",
-        ] + ([f"tasks=[{','.join(args.tasks)}]"] if args.tasks else [])  # fmt: skip
+            f"eval.batch_size={args.batch_size}", "progress=false", "device=cpu",
+        ] + ([f"eval.tasks=[{','.join(args.tasks)}]"] if args.tasks else [])  # fmt: skip
         with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
             cfg = compose(config_name="eval", overrides=overrides)
+        import_model_code(args.model)
         start = time.perf_counter()
         results = run(cfg)
         total = time.perf_counter() - start
@@ -99,6 +100,7 @@ def worker_mteb(args: argparse.Namespace) -> dict[str, Any]:
 
     tasks = load_local_tasks(args.tasks_dir, args.tasks or None)
     mteb_tasks = [mteb_task(t, EvalSettings()) for t in tasks]
+    import_model_code(args.model)
     start = time.perf_counter()
     model = SentenceTransformerEncoderWrapper(SentenceTransformer(args.model, device="cpu"))
     run = mteb.evaluate(model, mteb_tasks, cache=None, show_progress_bar=False, encode_kwargs={"batch_size": args.batch_size})

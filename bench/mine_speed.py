@@ -29,7 +29,8 @@ measures the search and the exclusion rules alone. FlagEmbedding also fills rows
 ``--negatives`` with random pool texts.
 
 Measured: seconds from loading the model to the mined rows (encoding, search, selection,
-ctem's output file included; Python's imports not), median over ``--repeats`` with the
+ctem's output file included; Python's imports not: every worker imports the model's code
+first, ``_common.import_model_code``), median over ``--repeats`` with the
 peer / ctem ratio per repeat; negatives per row; agreement = Jaccard of each row's
 negative set with ctem's, averaged over rows.
 
@@ -51,7 +52,7 @@ from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import BENCH_DIR, REPO, command_line, emit_result, median, run_worker  # noqa: E402
+from _common import BENCH_DIR, REPO, command_line, emit_result, import_model_code, median, run_worker  # noqa: E402
 
 TOOLS = ("ctem", "st", "flag")
 DEFAULT_INPUT = REPO / ".." / "shared" / "data" / "train" / "labeled" / "atec.jsonl"
@@ -74,6 +75,7 @@ def worker_ctem(args: argparse.Namespace) -> dict[str, Any]:
     from ctem.encoder import TextEncoder
     from ctem.mining import MiningConfig, mine_jsonl
 
+    import_model_code(args.model)
     start = time.perf_counter()
     encoder = TextEncoder.from_pretrained(args.model)
     config = MiningConfig(
@@ -94,6 +96,7 @@ def worker_st(args: argparse.Namespace) -> dict[str, Any]:
 
     rows = read_rows(Path(args.input))
     pairs = [(r["query"], p) for r in rows for p in r["pos"]]
+    import_model_code(args.model)
     start = time.perf_counter()
     model = SentenceTransformer(args.model, device="cpu")
     mined = mine_hard_negatives(
@@ -115,6 +118,7 @@ def worker_flag(args: argparse.Namespace) -> dict[str, Any]:
     hn_mine = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hn_mine)
     output = Path(args.work) / "flag.jsonl"
+    import_model_code(args.model)
     start = time.perf_counter()
     model = FlagAutoModel.from_finetuned(
         args.model, model_class="encoder-only-base", pooling_method=args.pooling, normalize_embeddings=True,
