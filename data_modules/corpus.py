@@ -27,7 +27,7 @@ from __future__ import annotations
 import bisect
 import logging
 import os
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 import datasets
 import torch
@@ -38,33 +38,36 @@ from ctem.retromae.masking import PADDING, SPECIAL, corrupt_for_mlm, decoder_att
 from ctem.tokenization import check_max_length
 from ctem.rows import (
     BadRowReport,
-    DataFormatError,
     OnBadRow,
     check_on_bad_row,
     describe_source,
+    error_feature,
     expand_files,
-    iter_jsonl_lines,
+    good_rows,
+    hub_table_row,
+    iter_rows,
     no_rows,
-    parse_jsonl_line,
     require_object,
     require_rows,
     require_text,
+    table_row,
 )
 from ctem.data_modules.base import ShardedDataModule
-from ctem.data_modules.pairs import drop_bad_rows
+from ctem.data_modules.pairs import SKIP_NOTE, drop_bad_rows
 
 log = logging.getLogger(__name__)
 
 WordSegmentation = Literal["jieba", "whitespace"]
-JSON_SUFFIXES = (".jsonl", ".json")
 _TEXT_FEATURES = datasets.Features(
     {
         "text": datasets.Value("string"),
         "source": datasets.Value("string"),
         "line": datasets.Value("int64"),
-        "error": datasets.Value("string"),
+        "error": error_feature(),
     }
 )
+# The columns of a bad row (its ``error`` holds the record, see ``ctem.rows.table_row``).
+_EMPTY_ROW = {"text": "", "source": None, "line": None}
 _TOKEN_FEATURES = datasets.Features(
     {"input_ids": datasets.Sequence(datasets.Value("int32")), "word_ids": datasets.Sequence(datasets.Value("int32"))}
 )
@@ -76,29 +79,21 @@ def validate_text_row(row: Any, location: str, text_field: str = "text") -> str:
     return require_text(require_object(row, location), text_field, location)
 
 
-def _text_row(text: str, source: str, line: int, error: str | None = None) -> dict[str, Any]:
-    return {"text": text, "source": source, "line": line, "error": error}
+def _text_validator(text_field: str) -> Callable[[Any, str], dict[str, str]]:
+    """A ``ctem.rows`` validator of JSON corpus rows: ``{"text": <text_field>}``."""
+    return lambda value, location: {"text": validate_text_row(value, location, text_field)}
+
+
+def _plain_text(text: str, location: str) -> dict[str, str]:
+    return {"text": text}
 
 
 def _generate_text_rows(files: list[str], text_field: str, signature: Any = None) -> Iterator[dict[str, Any]]:
-    """Rows of ``files`` for ``datasets`` (bad JSON rows carry their error; ``signature``,
-    the files' sizes and mtimes, keys the Arrow cache so an edited file is read again)."""
-    for path in files:
-        is_json = path.endswith(JSON_SUFFIXES)
-        for number, raw in iter_jsonl_lines(path):
-            location = f"{path}:{number}"
-            try:
-                if is_json:
-                    text = validate_text_row(parse_jsonl_line(raw, location), location, text_field)
-                else:
-                    text = raw.decode("utf-8").strip()
-            except DataFormatError as err:
-                yield _text_row("", path, number, str(err))
-                continue
-            except UnicodeDecodeError as err:
-                yield _text_row("", path, number, f"{location}: invalid UTF-8 ({err.reason} at byte {err.start})")
-                continue
-            yield _text_row(text, path, number)
+    """Rows of ``files`` for ``datasets`` (JSON lines read ``text_field``, other files are one
+    text per line; bad rows carry their error; ``signature``, the files' sizes and mtimes,
+    keys the Arrow cache so an edited file is read again)."""
+    for row in iter_rows(files, _text_validator(text_field), validate_text=_plain_text):
+        yield table_row(row, _EMPTY_ROW)
 
 
 def load_text_rows(
@@ -110,18 +105,15 @@ def load_text_rows(
     streaming: bool,
     cache_dir: str | None = None,
 ) -> datasets.Dataset | datasets.IterableDataset:
-    """Text rows (``text``, ``source``, ``line``, ``error``) from files or a hub dataset."""
+    """Text rows (``text``, ``source``, ``line``, ``error``: see ``ctem.rows.table_row``)
+    from files or a hub dataset."""
     if (train_files is None) == (hub_dataset is None):
         raise ValueError("set exactly one of data.train_files or data.hub_dataset")
     if hub_dataset is not None:
         source = datasets.load_dataset(hub_dataset, hub_config, split=hub_split, streaming=streaming, cache_dir=cache_dir)
 
         def mark(raw: dict, index: int) -> dict:
-            location = f"{hub_dataset}[{hub_split}] row {index}"
-            try:
-                return _text_row(validate_text_row(raw, location, text_field), hub_dataset, index)
-            except DataFormatError as err:
-                return _text_row("", hub_dataset, index, str(err))
+            return hub_table_row(_text_validator(text_field), raw, hub_dataset, hub_split, index, _EMPTY_ROW)
 
         return source.map(mark, with_indices=True, remove_columns=list(source.column_names or []), features=_TEXT_FEATURES)
     files = expand_files(list(train_files) if not isinstance(train_files, str) else train_files)
@@ -354,14 +346,7 @@ class StreamingCorpusDataset(IterableDataset):
 
     def _blocks(self) -> Iterator[list[str]]:
         block: list[str] = []
-        for row in self.rows:
-            if row["error"]:
-                if self.on_bad_row == "error":
-                    location, _, message = row["error"].partition(": ")
-                    raise DataFormatError(location, None, f"{message} (data.on_bad_row=skip skips bad rows)")
-                self.report.add(DataFormatError(row["error"], None, "skipped"))
-                log.warning("skipping bad row: %s", row["error"])
-                continue
+        for row in good_rows(self.rows, self.on_bad_row, self.report, SKIP_NOTE):
             block.append(row["text"])
             if len(block) == self.block_size:
                 yield block

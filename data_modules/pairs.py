@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+from functools import partial
 from typing import Any, Iterator, Sequence
 
 import datasets
@@ -35,12 +36,16 @@ from ctem.rows import (
     DataFormatError,
     OnBadRow,
     check_on_bad_row,
-    expand_files,
     describe_source,
-    iter_jsonl_lines,
+    error_feature,
+    expand_files,
+    good_rows,
+    hub_table_row,
+    iter_rows,
     no_rows,
-    parse_jsonl_line,
+    raise_or_skip,
     require_rows,
+    table_row,
     validate_pair_row,
 )
 
@@ -55,33 +60,21 @@ _FEATURES = datasets.Features(
         "type": datasets.Value("string"),
         "source": datasets.Value("string"),
         "line": datasets.Value("int64"),
-        "error": datasets.Value("string"),
+        "error": error_feature(),
     }
 )
-
-
-def _marked_row(raw: Any, location: str, source: str, line: int, min_negatives: int) -> dict[str, Any]:
-    """A validated row, or an empty row whose ``error`` holds the file:line:field message."""
-    try:
-        row = validate_pair_row(raw, location, min_negatives)
-        return {**row, "source": source, "line": line, "error": None}
-    except DataFormatError as err:
-        empty = {"query": "", "pos": [], "neg": [], "prompt": None, "type": None}
-        return {**empty, "source": source, "line": line, "error": str(err)}
+# The columns of a bad row (its ``error`` holds the record, see ``ctem.rows.table_row``).
+_EMPTY_ROW = {"query": "", "pos": [], "neg": [], "prompt": None, "type": None, "source": None, "line": None}
+# What a data module's error for a bad row adds after the message.
+SKIP_NOTE = "data.on_bad_row=skip skips bad rows"
 
 
 def _generate_file_rows(files: list[str], min_negatives: int, signature: Any = None) -> Iterator[dict]:
-    """Rows of ``files`` for ``datasets`` (``signature``, the files' sizes and mtimes, keys
-    the Arrow cache so an edited file is read again)."""
-    for path in files:
-        for number, raw in iter_jsonl_lines(path):
-            location = f"{path}:{number}"
-            try:
-                value = parse_jsonl_line(raw, location)
-            except DataFormatError as err:
-                yield _marked_row(None, location, path, number, min_negatives) | {"error": str(err)}
-                continue
-            yield _marked_row(value, location, path, number, min_negatives)
+    """Rows of ``files`` for ``datasets``, bad ones with their error (``signature``, the
+    files' sizes and mtimes, keys the Arrow cache so an edited file is read again)."""
+    validate = partial(validate_pair_row, min_negatives=min_negatives)
+    for row in iter_rows(files, validate):
+        yield table_row(row, _EMPTY_ROW)
 
 
 def _file_signature(files: list[str]) -> list[tuple[str, int, int]]:
@@ -190,13 +183,7 @@ class StreamingPairDataset(IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         rng = random.Random(f"{self.seed}:{self.epoch}")
-        for row in self.rows:
-            if row["error"]:
-                if self.on_bad_row == "error":
-                    raise DataFormatError(row["error"], None, "bad row")
-                self.report.add(DataFormatError(row["error"], None, "skipped"))
-                log.warning("skipping bad row: %s", row["error"])
-                continue
+        for row in good_rows(self.rows, self.on_bad_row, self.report, SKIP_NOTE):
             yield {
                 "query": with_instruction(row["query"], row["prompt"], self.query_instruction),
                 "passages": sample_group(row, self.group_size, rng),
@@ -253,14 +240,16 @@ def load_pair_rows(
     streaming: bool,
     cache_dir: str | None = None,
 ) -> datasets.Dataset | datasets.IterableDataset:
-    """Rows (with an ``error`` column) from local files or a hub dataset via ``datasets``."""
+    """Rows from local files or a hub dataset via ``datasets``; a bad row has only its
+    ``error`` (``ctem.rows.table_row``)."""
     if (train_files is None) == (hub_dataset is None):
         raise ValueError("set exactly one of data.train_files or data.hub_dataset")
     if hub_dataset is not None:
         source = datasets.load_dataset(hub_dataset, split=hub_split, streaming=streaming, cache_dir=cache_dir)
 
         def mark(raw: dict, index: int) -> dict:
-            return _marked_row(raw, f"{hub_dataset}[{hub_split}] row {index}", hub_dataset, index, min_negatives)
+            validate = partial(validate_pair_row, min_negatives=min_negatives)
+            return hub_table_row(validate, raw, hub_dataset, hub_split, index, _EMPTY_ROW)
 
         return source.map(mark, with_indices=True, remove_columns=list(source.column_names or []), features=_FEATURES)
     files = expand_files(list(train_files) if not isinstance(train_files, str) else train_files)
@@ -274,19 +263,15 @@ def load_pair_rows(
 
 
 def drop_bad_rows(rows: datasets.Dataset, on_bad_row: OnBadRow) -> tuple[datasets.Dataset, BadRowReport]:
-    """Raise on the first bad row, or (``skip``) drop them all and report them."""
+    """Raise on the first bad row (``raise_or_skip``), or (``skip``) drop them all and report them."""
     report = BadRowReport()
-    errors = [e for e in rows["error"] if e]
+    errors = [DataFormatError.from_record(record) for record in rows["error"] if record is not None]
     if not errors:
         return rows, report
-    if on_bad_row == "error":
-        location, _, message = errors[0].partition(": ")
-        more = f"; {len(errors)} bad row(s) in all" if len(errors) > 1 else ""
-        raise DataFormatError(location, None, f"{message} (data.on_bad_row=skip skips bad rows{more})")
-    for message in errors:
-        location, _, rest = message.partition(": ")
-        report.add(DataFormatError(location, None, rest))
-    return rows.filter(lambda e: not e, input_columns="error"), report
+    note = f"{SKIP_NOTE}; {len(errors)} bad row(s) in all" if len(errors) > 1 else SKIP_NOTE
+    for error in errors:
+        raise_or_skip(error, on_bad_row, report, note)
+    return rows.filter(lambda error: error is None, input_columns="error"), report
 
 
 class PairDataModule(ShardedDataModule):

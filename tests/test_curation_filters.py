@@ -132,8 +132,9 @@ def test_task_folders_are_found_one_by_one_or_as_a_parent(tmp_path):
 
 def test_bad_evaluation_line_names_file_line_and_field(tmp_path):
     write_jsonl(tmp_path / "T" / "test.jsonl", [{"sentence1": "好", "sentence2": "行"}, {"sentence1": 3, "sentence2": "x"}])
-    with pytest.raises(DataFormatError, match=r"test.jsonl:2: field 'sentence1'"):
+    with pytest.raises(DataFormatError, match=r"test.jsonl:2: field 'sentence1'") as err:
         list(iter_task_texts(tmp_path / "T"))
+    assert (err.value.file, err.value.line, err.value.field) == (str(tmp_path / "T" / "test.jsonl"), 2, "sentence1")
 
 
 def test_bad_training_rows_stop_with_location_or_are_counted(tmp_path):
@@ -144,8 +145,9 @@ def test_bad_training_rows_stop_with_location_or_are_counted(tmp_path):
         {"query": "第三个问题", "pos": ["第三个回答"]},
     ]
     src = write_jsonl(tmp_path / "train.jsonl", rows)
-    with pytest.raises(DataFormatError, match=r"train.jsonl:2: invalid JSON"):
+    with pytest.raises(DataFormatError, match=r"train.jsonl:2: invalid JSON.*\(on_bad_row=skip skips and counts bad rows\)$") as err:
         curate(str(src), tmp_path / "out", show_progress=False)
+    assert (err.value.file, err.value.line, err.value.field) == (str(src), 2, None)
     assert list((tmp_path / "out").iterdir()) == []  # no output, no .partial file
     report = curate(str(src), tmp_path / "out", on_bad_row="skip", show_progress=False)
     assert report.total.rows_removed["bad_row"] == 2

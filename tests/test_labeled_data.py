@@ -124,8 +124,9 @@ def test_bad_rows_name_file_and_line(tmp_path, tokenizer):
     rows = make_rows(4, 0, "sts")
     rows[2]["neg"] = []
     path = write_rows(tmp_path / "d.jsonl", rows)
-    with pytest.raises(DataFormatError, match=rf"{path}:3: field 'neg'.*ctem-mine"):
+    with pytest.raises(DataFormatError, match=rf"{path}:3: field 'neg'.*ctem-mine") as err:
         _module(tokenizer, str(path))
+    assert (err.value.file, err.value.line, err.value.field) == (str(path), 3, "neg")
     dm = _module(tokenizer, str(path), on_bad_row="skip")
     assert dm.bad_rows.count == 1 and len(dm.train_dataset) == 3
     # a dataset whose rows have no negatives trains with its own group size of 1

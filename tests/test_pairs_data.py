@@ -86,6 +86,21 @@ def test_bad_row_error_names_file_line_and_field(tmp_path, tokenizer, bad, messa
     with pytest.raises(DataFormatError) as err:
         dm.setup("fit")
     assert f"{f}:4" in str(err.value) and message in str(err.value)
+    assert (err.value.file, err.value.line) == (str(f), 4)  # the record, not text to parse
+    assert str(err.value).endswith("(data.on_bad_row=skip skips bad rows)")
+
+
+def test_bad_row_record_names_file_line_and_field_map_style_and_streamed(tmp_path, tokenizer) -> None:
+    f = write_rows(tmp_path / "bad.jsonl", GOOD[:2] + [{"query": "q", "pos": [""]}] + GOOD[2:])
+    for streaming in (False, True):
+        dm = PairDataModule(tokenizer, train_files=str(f), train_group_size=1, streaming=streaming, cache_dir=str(tmp_path / "c"))
+        with pytest.raises(DataFormatError) as err:
+            dm.setup("fit")
+            list(dm.train_dataset)  # a streamed source meets its bad row when read
+        error = err.value
+        assert (error.file, error.line, error.field) == (str(f), 3, "pos[0]")
+        assert error.message == "empty (data.on_bad_row=skip skips bad rows)"
+        assert str(error) == f"{f}:3: field 'pos[0]': empty (data.on_bad_row=skip skips bad rows)"
 
 
 def test_invalid_utf8_is_reported(tmp_path, tokenizer) -> None:
@@ -113,6 +128,7 @@ def test_skip_mode_reports_count_and_locations(tmp_path, tokenizer, caplog) -> N
     assert dm.bad_rows.count == len(bad)
     assert f"{f}:11" in dm.bad_rows.examples[0]
     assert f"skipped {len(bad)} bad row(s)" in caplog.text
+    assert f"skipping bad row: {f}:11: field 'query': missing" in caplog.messages  # each row as it is skipped
 
 
 def test_missing_file_and_empty_glob(tmp_path, tokenizer) -> None:

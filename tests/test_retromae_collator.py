@@ -163,12 +163,27 @@ def test_data_module_reads_jsonl_and_text_files_with_truncation_or_packing(token
 def test_bad_rows_name_file_line_and_field(tokenizer, tmp_path) -> None:
     bad = write_lines(tmp_path / "bad.jsonl", [json.dumps({"text": "好的"}), json.dumps({"body": "x"}), "{oops", json.dumps({"text": ""})])
     dm = PretrainCorpusDataModule(tokenizer, train_files=[bad], cache_dir=str(tmp_path / "cache"))
-    with pytest.raises(DataFormatError, match=r"bad\.jsonl:2: field 'text': missing"):
+    with pytest.raises(DataFormatError, match=r"bad\.jsonl:2: field 'text': missing") as err:
         dm.setup("fit")
+    assert (err.value.file, err.value.line, err.value.field) == (str(bad), 2, "text")
     skip = PretrainCorpusDataModule(tokenizer, train_files=[bad], on_bad_row="skip", cache_dir=str(tmp_path / "cache"))
     skip.setup("fit")
     assert len(skip.train_dataset) == 1 and skip.bad_rows.count == 3
     streamed = PretrainCorpusDataModule(tokenizer, train_files=[bad], streaming=True)
     streamed.setup("fit")
-    with pytest.raises(DataFormatError, match=r"bad\.jsonl:[234]: "):
+    with pytest.raises(DataFormatError, match=r"bad\.jsonl:[234]: .*\(data.on_bad_row=skip skips bad rows\)$") as err:
         list(streamed.train_dataset)
+    assert err.value.file == str(bad) and err.value.line in (2, 3, 4)
+
+
+def test_plain_text_corpus_bad_utf8_names_file_and_line(tokenizer, tmp_path) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes("第一行\n".encode() + b"\xff\xfe\n" + "第三行\n".encode())
+    dm = PretrainCorpusDataModule(tokenizer, train_files=[str(corpus)], cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(DataFormatError) as err:
+        dm.setup("fit")
+    assert (err.value.file, err.value.line, err.value.field) == (str(corpus), 2, None)
+    assert str(err.value).startswith(f"{corpus}:2: invalid UTF-8")
+    skip = PretrainCorpusDataModule(tokenizer, train_files=[str(corpus)], on_bad_row="skip", cache_dir=str(tmp_path / "cache"))
+    skip.setup("fit")
+    assert len(skip.train_dataset) == 2 and skip.bad_rows.count == 1

@@ -1,9 +1,16 @@
 """Reading and validating JSON-lines training data, with file:line:field errors.
 
-Every reader of training files goes through here, so bad input is reported the same way
-everywhere: ``DataFormatError`` names the file, the 1-based line and the field. With
-``on_bad_row="skip"`` the row is dropped and recorded in a ``BadRowReport`` that the caller
-prints at the end of loading; nothing is skipped silently.
+Every reader of row files (training pairs, corpora, labeled data, mining input, curation
+input, evaluation tasks, vocabulary corpora) goes through ``iter_rows``: it reads the
+non-blank lines of each file, parses them (``parse_jsonl_line``; plain-text files with
+``decode_text_line``), validates them, and yields each row with its ``source`` file and
+``line``, or the bad row's ``DataFormatError``. That error is a record (``file``, ``line``,
+``field``, ``message``); readers that keep rows in a ``datasets`` table store it in an
+``error`` column (``error_feature``, ``table_row``) and rebuild it with
+``DataFormatError.from_record``. Every reader applies the bad-row policy through
+``raise_or_skip``: ``on_bad_row="error"`` raises, ``on_bad_row="skip"`` logs the row and
+records it in a ``BadRowReport`` that the caller prints at the end of loading; nothing is
+skipped silently.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +42,59 @@ class DataSizeError(ValueError):
     """Training data too small for the configured batches (one line for the command line)."""
 
 
+class RowLocation(str):
+    """Where a row is: the text ``file:line`` (just ``file`` when ``line`` is ``None``), with
+    ``file`` and the 1-based ``line`` kept apart. Validators receive one as ``location``."""
+
+    file: str
+    line: int | None
+
+    def __new__(cls, file: str, line: int | None = None) -> RowLocation:
+        location = super().__new__(cls, file if line is None else f"{file}:{line}")
+        location.file, location.line = file, line
+        return location
+
+    def __getnewargs__(self) -> tuple[str, int | None]:
+        return self.file, self.line
+
+
 class DataFormatError(ValueError):
-    """A bad training row: ``location`` is ``file:line`` and ``field`` the offending key."""
+    """A bad row, as a record: ``file``, ``line`` (``None`` when the error is not about one
+    line of a file: a whole file, a hub dataset row), ``field`` (the offending key; ``None``
+    for the row as a whole) and ``message``. Its text is
+    ``<file>:<line>: field '<field>': <message>``.
+
+    ``location`` is a ``RowLocation`` (as readers pass it to validators) or any other text
+    naming the place (that text is the ``file``, and ``line`` is ``None``).
+    """
 
     def __init__(self, location: str, field: str | None, message: str) -> None:
-        self.location = location
+        self.file = location.file if isinstance(location, RowLocation) else str(location)
+        self.line = location.line if isinstance(location, RowLocation) else None
         self.field = field
-        where = f"{location}: field '{field}'" if field else location
+        self.message = message
+        where = f"{self.location}: field '{field}'" if field else self.location
         super().__init__(f"{where}: {message}")
+
+    @property
+    def location(self) -> RowLocation:
+        return RowLocation(self.file, self.line)
+
+    def record(self) -> dict[str, Any]:
+        """The error as a mapping (the value of a table's ``error`` column, ``error_feature``)."""
+        return {"file": self.file, "line": self.line, "field": self.field, "message": self.message}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> DataFormatError:
+        """The error that ``record()`` gave (of this class: a subclass converts a record)."""
+        return cls(RowLocation(record["file"], record["line"]), record["field"], record["message"])
+
+    def with_note(self, note: str) -> DataFormatError:
+        """The same error with `` (note)`` after its message."""
+        return type(self)(self.location, self.field, f"{self.message} ({note})")
+
+    def __reduce__(self) -> tuple[type, tuple[RowLocation, str | None, str]]:
+        return type(self), (self.location, self.field, self.message)
 
 
 @dataclass
@@ -64,6 +116,18 @@ class BadRowReport:
         if self.count > len(self.examples):
             lines.append(f"  ... and {self.count - len(self.examples)} more")
         return "\n".join(lines)
+
+
+def raise_or_skip(error: DataFormatError, on_bad_row: OnBadRow, report: BadRowReport | None, note: str | None = None) -> None:
+    """The bad-row policy of every reader: under ``on_bad_row="error"`` raise ``error`` (with
+    ``note``, such as how to skip bad rows, after its message); under ``"skip"`` count it in
+    ``report`` and log a warning naming it."""
+    if check_on_bad_row(on_bad_row) == "error":
+        raise error.with_note(note) if note else error
+    if report is None:
+        raise ValueError("on_bad_row='skip' needs a BadRowReport") from error
+    report.add(error)
+    log.warning("skipping bad row: %s", error)
 
 
 def expand_files(patterns: str | Iterable[str]) -> list[str]:
@@ -116,9 +180,8 @@ def _lone_surrogate(value: Any) -> bool:
 
 def parse_jsonl_line(raw: bytes, location: str) -> Any:
     """One line's JSON value; ``DataFormatError`` at ``location`` for bad UTF-8, bad JSON,
-    a non-finite number (``NaN``, ``Infinity``, ``1e999``) or a lone UTF-16 surrogate. Every
-    reader of JSON lines (training data, mining, curation, evaluation tasks, vocabulary
-    corpora) parses through here."""
+    a non-finite number (``NaN``, ``Infinity``, ``1e999``) or a lone UTF-16 surrogate (the
+    parser of ``iter_rows``)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -240,24 +303,114 @@ def validate_pair_row(row: Any, location: str, min_negatives: int = 0) -> dict[s
     }
 
 
+Validate = Callable[[Any, str], dict[str, Any]]
+JSON_SUFFIXES = (".jsonl", ".json")
+
+
+def decode_text_line(raw: bytes, location: str) -> str:
+    """One line of a plain-text file, stripped; ``DataFormatError`` at ``location`` for bad UTF-8."""
+    try:
+        return raw.decode("utf-8").strip()
+    except UnicodeDecodeError as err:
+        raise DataFormatError(location, None, f"invalid UTF-8 ({err.reason} at byte {err.start})") from None
+
+
+def check_row(validate: Validate, value: Any, location: str) -> dict[str, Any] | DataFormatError:
+    """``validate(value, location)``, or the ``DataFormatError`` it raised: a bad row as a value."""
+    try:
+        return validate(value, location)
+    except DataFormatError as err:
+        return err
+
+
+def iter_rows(
+    files: Iterable[str],
+    validate: Validate,
+    validate_text: Validate | None = None,
+) -> Iterator[dict[str, Any] | DataFormatError]:
+    """The row loader of every reader: each non-blank line of ``files``, parsed
+    (``parse_jsonl_line``) and validated (``validate(value, location)``, ``location`` a
+    ``RowLocation``) into a row that also carries ``source`` (its file) and ``line``, or, for
+    a bad line, its ``DataFormatError``. Nothing is raised for a bad line: the caller applies
+    the bad-row policy (``raise_or_skip``) or stores the error (``table_row``).
+
+    With ``validate_text``, files that are not JSON lines (suffix other than ``.jsonl`` /
+    ``.json``) are plain text: each line, stripped (``decode_text_line``), goes to
+    ``validate_text`` instead.
+    """
+
+    def read_json(raw: bytes, location: str) -> dict[str, Any]:
+        return validate(parse_jsonl_line(raw, location), location)
+
+    def read_text(raw: bytes, location: str) -> dict[str, Any]:
+        assert validate_text is not None
+        return validate_text(decode_text_line(raw, location), location)
+
+    for path in files:
+        read = read_text if validate_text is not None and not path.endswith(JSON_SUFFIXES) else read_json
+        for number, raw in iter_jsonl_lines(path):
+            row = check_row(read, raw, RowLocation(path, number))
+            yield row if isinstance(row, DataFormatError) else {**row, "source": path, "line": number}
+
+
 def iter_valid_rows(
     files: Iterable[str],
-    validate: Callable[[Any, str], dict[str, Any]],
+    validate: Validate,
     on_bad_row: OnBadRow = "error",
     report: BadRowReport | None = None,
+    validate_text: Validate | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Validated rows of every file; each row also carries ``source`` (the file) and ``line``."""
+    """The good rows of ``iter_rows`` (each with ``source`` and ``line``); each bad one goes
+    to ``raise_or_skip``."""
     check_on_bad_row(on_bad_row)
-    for path in files:
-        for number, raw in iter_jsonl_lines(path):
-            location = f"{path}:{number}"
-            try:
-                row = validate(parse_jsonl_line(raw, location), location)
-            except DataFormatError as err:
-                if on_bad_row == "error":
-                    raise
-                if report is None:
-                    raise ValueError("on_bad_row='skip' needs a BadRowReport") from err
-                report.add(err)
-                continue
-            yield {**row, "source": path, "line": number}
+    for row in iter_rows(files, validate, validate_text):
+        if isinstance(row, DataFormatError):
+            raise_or_skip(row, on_bad_row, report)
+        else:
+            yield row
+
+
+# --------------------------------------------------------------------------- tables
+def error_feature() -> dict[str, Any]:
+    """The ``datasets`` feature of a table's ``error`` column: ``DataFormatError.record()``
+    of a bad row, ``None`` for a good one."""
+    import datasets  # only readers that build tables need it; the others start without it
+
+    return {
+        "file": datasets.Value("string"),
+        "line": datasets.Value("int64"),
+        "field": datasets.Value("string"),
+        "message": datasets.Value("string"),
+    }
+
+
+def table_row(row: dict[str, Any] | DataFormatError, empty: dict[str, Any]) -> dict[str, Any]:
+    """A row of ``iter_rows`` (or ``check_row``) as a row of a ``datasets`` table with an
+    ``error`` column: a good row with ``error`` ``None``; a bad one as ``empty`` (a value for
+    every other column) with its error's record."""
+    if isinstance(row, DataFormatError):
+        return {**empty, "error": row.record()}
+    return {**row, "error": None}
+
+
+def hub_table_row(validate: Validate, value: Any, dataset: str, split: str, index: int, empty: dict[str, Any]) -> dict[str, Any]:
+    """Row ``index`` of a hub dataset's split as a table row (``table_row``): validated, with
+    ``source`` (the dataset) and ``line`` (the index); a bad row's error names
+    ``<dataset>[<split>] row <index>``."""
+    row = check_row(validate, value, f"{dataset}[{split}] row {index}")
+    return table_row(row if isinstance(row, DataFormatError) else {**row, "source": dataset, "line": index}, empty)
+
+
+def good_rows(
+    rows: Iterable[dict[str, Any]],
+    on_bad_row: OnBadRow,
+    report: BadRowReport | None,
+    note: str | None = None,
+) -> Iterator[dict[str, Any]]:
+    """The rows of a table with an ``error`` column (``table_row``) that are good; each bad
+    one's error, rebuilt from its record, goes to ``raise_or_skip`` (with ``note``)."""
+    for row in rows:
+        if row["error"] is None:
+            yield row
+        else:
+            raise_or_skip(DataFormatError.from_record(row["error"]), on_bad_row, report, note)

@@ -11,6 +11,8 @@ import pytest
 
 from ctem.evaluation import CMTEB_TASKS, TaskFormatError, load_local_task, load_local_tasks, select_local_tasks
 from ctem.evaluation.data import RetrievalData
+from ctem.evaluation.tasks import TaskDataError
+from ctem.rows import DataFormatError
 
 SHARED = Path(os.environ.get("CTEM_SHARED_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
 DEV = SHARED / "eval" / "cmteb-dev"
@@ -78,6 +80,24 @@ def test_bad_rows_name_file_line_field(tmp_path: Path, task_type: str, files: di
     folder = write_task(tmp_path, "Bad", task_type, files)
     with pytest.raises(TaskFormatError, match=message):
         load_local_task(folder)
+
+
+@pytest.mark.parametrize(
+    ("row", "line", "field", "problem"),
+    [
+        ("{not json", 2, None, "invalid JSON"),  # parsed by ctem.rows, reported as a task error
+        ({"sentence1": "a", "score": 1}, 2, "sentence2", "missing"),
+        ({"sentence1": "a", "sentence2": "b", "score": "x"}, 2, "score", "expected int or float, got str"),
+    ],
+)
+def test_a_bad_row_is_a_data_format_record(tmp_path: Path, row, line: int, field, problem: str) -> None:
+    folder = write_task(tmp_path, "Bad", "STS", {"test.jsonl": [{"sentence1": "a", "sentence2": "b", "score": 1}, row]})
+    with pytest.raises(TaskDataError) as err:
+        load_local_task(folder)
+    error = err.value
+    assert isinstance(error, TaskFormatError) and isinstance(error, DataFormatError)
+    assert (error.file, error.line, error.field) == (str(folder / "test.jsonl"), line, field)
+    assert error.message.startswith(problem)
 
 
 def test_bad_task_json_and_selection(tmp_path: Path) -> None:

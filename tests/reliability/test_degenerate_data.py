@@ -86,7 +86,7 @@ def test_mining_without_rows_is_one_line(tmp_path, tiny_model, which, kind) -> N
     output = tmp_path / "mined.jsonl"
     proc = run_command(
         "ctem.cli.mine", f"model_path={tiny_model}", f"input={files['input']}", f"candidate_pool={files['candidate_pool']}",
-        f"output={output}", "on_bad_row=skip", "use_gpu=false", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
+        f"output={output}", "on_bad_row=skip", "mining.use_gpu=false", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
     )
     assert str(files[which]) in command_error(proc, "ctem-mine")
     assert not output.exists()
@@ -110,6 +110,20 @@ def test_build_vocab_refuses_a_corpus_without_texts_or_with_bad_lines(tmp_path, 
     proc = run_command("ctem.cli.build_vocab", "--out", str(tmp_path / "vocab"), str(corpus), cwd=tmp_path)
     assert message in one_line_error(proc, "ctem-build-vocab: error:")
     assert not (tmp_path / "vocab").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "line"),
+    [("bad.jsonl", b'{"text": "a"}\n\n[1]\n', 3), ("bad_utf8.txt", b"abc\n\xff\n", 2)],
+)
+def test_vocabulary_corpus_reader_reports_file_and_line_as_a_record(tmp_path, name, content, line) -> None:
+    from ctem.cli.build_vocab import iter_corpus_texts
+
+    corpus = tmp_path / name
+    corpus.write_bytes(content)
+    with pytest.raises(DataFormatError) as err:
+        list(iter_corpus_texts([str(corpus)], ("text",)))
+    assert (err.value.file, err.value.line, err.value.field) == (str(corpus), line, None)
 
 
 # --------------------------------------------------------------------------- evaluation tasks

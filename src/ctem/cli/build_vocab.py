@@ -12,35 +12,38 @@ from __future__ import annotations
 
 import argparse
 import itertools
+from functools import partial
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from ctem.cli import input_errors_as_messages
-from ctem.rows import DataFormatError, DataSizeError, iter_jsonl_lines, parse_jsonl_line, require_object
+from ctem.rows import DataSizeError, iter_valid_rows, require_object
 from ctem.tokenization import train_wordpiece_vocab
+
+
+def _field_texts(raw: Any, location: str, fields: tuple[str, ...]) -> dict[str, list[str]]:
+    """``{"texts": [...]}``: every string, or string in a list, under ``fields`` of a JSON row."""
+    row = require_object(raw, location)
+    texts: list[str] = []
+    for field in fields:
+        value = row.get(field)
+        if isinstance(value, str):
+            texts.append(value)
+        elif isinstance(value, list):
+            texts.extend(v for v in value if isinstance(v, str))
+    return {"texts": texts}
+
+
+def _line_text(text: str, location: str) -> dict[str, list[str]]:
+    return {"texts": [text]}
 
 
 def iter_corpus_texts(files: Sequence[str], fields: tuple[str, ...]) -> Iterator[str]:
     """Texts of JSON-lines files (every string, or string in a list, under ``fields``) and
-    plain text files (non-blank lines), in order; bad UTF-8 or JSON raise
-    ``DataFormatError`` naming file and line."""
-    for file in files:
-        is_json = file.endswith((".jsonl", ".json"))
-        for number, raw in iter_jsonl_lines(file):
-            location = f"{file}:{number}"
-            if not is_json:
-                try:
-                    yield raw.decode("utf-8").strip()
-                except UnicodeDecodeError as err:
-                    raise DataFormatError(location, None, f"invalid UTF-8 ({err.reason} at byte {err.start})") from None
-                continue
-            row = require_object(parse_jsonl_line(raw, location), location)
-            for field in fields:
-                value = row.get(field)
-                if isinstance(value, str):
-                    yield value
-                elif isinstance(value, list):
-                    yield from (v for v in value if isinstance(v, str))
+    plain text files (non-blank lines), in order, read with ``ctem.rows.iter_valid_rows``:
+    a bad line (UTF-8, JSON, not an object) raises ``DataFormatError`` naming file and line."""
+    for row in iter_valid_rows(files, partial(_field_texts, fields=fields), validate_text=_line_text):
+        yield from row["texts"]
 
 
 def nonempty(texts: Iterator[str], files: Sequence[str], fields: tuple[str, ...]) -> Iterator[str]:

@@ -10,10 +10,11 @@ contaminated when its query or one of its positives matches an indexed text.
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
-from ctem.rows import DataFormatError, iter_jsonl_lines, parse_jsonl_line, require_object
+from ctem.rows import DataFormatError, iter_valid_rows, require_object
 
 from ctem.curation.dedup import MinHasher, NearDuplicateIndex
 from ctem.curation.textnorm import TextNormalizer, char_ngrams, text_digest
@@ -56,25 +57,31 @@ def task_name(task_dir: Path) -> str:
     return task_dir.name
 
 
-def iter_task_texts(task_dir: Path, fields: Sequence[str] = EVAL_TEXT_FIELDS) -> Iterator[str]:
-    """Every text in ``fields`` of every ``*.jsonl`` file of ``task_dir`` (lists flattened).
+def _task_row_texts(raw: Any, location: str, fields: Sequence[str]) -> dict[str, list[str]]:
+    """``{"texts": [...]}``: the strings in ``fields`` of one evaluation row (lists flattened);
+    ``DataFormatError`` naming the field for anything else."""
+    row = require_object(raw, location)
+    texts: list[str] = []
+    for key in fields:
+        value = row.get(key)
+        if value is None:
+            continue
+        items = value if isinstance(value, list) else [value]
+        for i, item in enumerate(items):
+            if not isinstance(item, str):
+                where = f"{key}[{i}]" if isinstance(value, list) else key
+                raise DataFormatError(location, where, f"expected a string, got {type(item).__name__}")
+            texts.append(item)
+    return {"texts": texts}
 
-    Bad lines raise ``DataFormatError`` naming file, line and field.
-    """
-    for path in sorted(task_dir.glob("*.jsonl")):
-        for number, raw in iter_jsonl_lines(str(path)):
-            location = f"{path}:{number}"
-            row = require_object(parse_jsonl_line(raw, location), location)
-            for key in fields:
-                value = row.get(key)
-                if value is None:
-                    continue
-                items = value if isinstance(value, list) else [value]
-                for i, item in enumerate(items):
-                    if not isinstance(item, str):
-                        where = f"{key}[{i}]" if isinstance(value, list) else key
-                        raise DataFormatError(location, where, f"expected a string, got {type(item).__name__}")
-                    yield item
+
+def iter_task_texts(task_dir: Path, fields: Sequence[str] = EVAL_TEXT_FIELDS) -> Iterator[str]:
+    """Every text in ``fields`` of every ``*.jsonl`` file of ``task_dir`` (lists flattened),
+    read with ``ctem.rows.iter_valid_rows``: a bad line raises ``DataFormatError`` naming
+    file, line and field."""
+    files = [str(path) for path in sorted(task_dir.glob("*.jsonl"))]
+    for row in iter_valid_rows(files, partial(_task_row_texts, fields=fields)):
+        yield from row["texts"]
 
 
 class Decontaminator:

@@ -6,7 +6,8 @@ duplicate / evaluation indexes (digests and MinHash band hashes) and one batch o
 
 Per row, in this order (each stage sees only what the previous ones kept):
 
-1. bad rows: ``on_bad_row=error`` stops at the first with file:line:field; ``skip`` counts them;
+1. bad rows (``ctem.rows.raise_or_skip``): ``on_bad_row=error`` stops at the first with
+   file:line:field; ``skip`` counts and logs them;
 2. decontamination: the row is dropped when its query or a positive matches an evaluation text;
 3. exact, then near deduplication of each (query, positive) pair, keeping the first (a pair
    is a duplicate when its query and its positive both repeat one earlier kept pair's);
@@ -39,10 +40,12 @@ from ctem.rows import (
     DataFormatError,
     OnBadRow,
     check_on_bad_row,
+    error_feature,
     expand_files,
-    iter_jsonl_lines,
-    parse_jsonl_line,
+    iter_rows,
+    raise_or_skip,
     require_rows,
+    table_row,
     validate_pair_row,
 )
 
@@ -60,36 +63,34 @@ ROW_FEATURES = datasets.Features(
         "pos": datasets.Sequence(datasets.Value("string")),
         "raw": datasets.Value("string"),
         "prior_score": datasets.Value("float64"),
+        "source": datasets.Value("string"),
         "line": datasets.Value("int64"),
-        "error": datasets.Value("string"),
+        "error": error_feature(),
     }
 )
+# The columns of a bad row (its ``error`` holds the record, see ``ctem.rows.table_row``).
+EMPTY_ROW = {"query": "", "pos": [], "raw": "", "prior_score": None, "source": None, "line": None}
 KEEP = ""
+# What the error for a bad row adds after the message.
+SKIP_NOTE = "on_bad_row=skip skips and counts bad rows"
+
+
+def validate_curation_row(value: Any, location: str) -> dict[str, Any]:
+    """A training row as curation keeps it: validated ``query`` / ``pos``, the row's JSON
+    (``raw``, written back with its ``pos`` and ``score`` updated) and its numeric ``score``
+    if any (``prior_score``)."""
+    row = validate_pair_row(value, location)
+    prior = value.get("score")
+    if isinstance(prior, bool) or not isinstance(prior, (int, float)):
+        prior = None
+    return {"query": row["query"], "pos": row["pos"], "raw": json.dumps(value, ensure_ascii=False), "prior_score": prior}
 
 
 def generate_rows(path: str) -> Iterator[dict[str, Any]]:
-    """Rows of one JSON-lines file: validated ``query`` / ``pos``, the original JSON text
-    (``raw``) and its numeric ``score`` if any (``prior_score``), or, for a bad line,
-    ``error`` holding the file:line:field message."""
-    for number, raw in iter_jsonl_lines(path):
-        location = f"{path}:{number}"
-        try:
-            value = parse_jsonl_line(raw, location)
-            row = validate_pair_row(value, location)
-        except DataFormatError as err:
-            yield {"query": "", "pos": [], "raw": "", "prior_score": None, "line": number, "error": str(err)}
-            continue
-        prior = value.get("score")
-        if isinstance(prior, bool) or not isinstance(prior, (int, float)):
-            prior = None
-        yield {
-            "query": row["query"],
-            "pos": row["pos"],
-            "raw": raw.decode("utf-8"),
-            "prior_score": prior,
-            "line": number,
-            "error": None,
-        }
+    """Rows of one JSON-lines file (``validate_curation_row``); a bad line's row holds only
+    its error (``ctem.rows.table_row``)."""
+    for row in iter_rows([path], validate_curation_row):
+        yield table_row(row, EMPTY_ROW)
 
 
 class IndexChecks:
@@ -101,7 +102,7 @@ class IndexChecks:
         self.deduplicator = deduplicator
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        if row["error"]:
+        if row["error"] is not None:
             return {"reasons": [], "tasks": []}
         query, positives = row["query"], row["pos"]
         tasks = self.decontaminator.match_row(query, positives) if self.decontaminator else []
@@ -255,11 +256,8 @@ def _write_rows(
     with open(staged, "w", encoding="utf-8") as out:
         for row in rows:
             stats.rows_in += 1
-            if row["error"]:
-                location, _, message = row["error"].partition(": ")
-                if on_bad_row == "error":
-                    raise DataFormatError(location, None, f"{message} (on_bad_row=skip skips and counts bad rows)")
-                bad_rows.add(DataFormatError(location, None, message))
+            if row["error"] is not None:
+                raise_or_skip(DataFormatError.from_record(row["error"]), on_bad_row, bad_rows, SKIP_NOTE)
                 stats.rows_removed[BAD_ROW] += 1
                 continue
             positives, reasons = row["pos"], row["reasons"]

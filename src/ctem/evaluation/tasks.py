@@ -15,7 +15,9 @@ Retrieval           corpus.jsonl, queries.jsonl, qrels.jsonl      id, text[, tit
 Reranking           test.jsonl                                    query, positive, negative
 ==================  ============================================  ==========================
 
-Bad rows raise :class:`TaskFormatError` naming file, line and field; so does data a task
+Rows are read like training data, with ``ctem.rows.iter_valid_rows``. Bad rows raise
+:class:`TaskDataError` (a :class:`TaskFormatError` that is also a
+``ctem.rows.DataFormatError`` record) naming file, line and field; so does data a task
 cannot be scored on, naming the file: an empty file, STS scores that are all equal, a
 single label in a classification, clustering or pair-classification file, retrieval
 judgements without a relevant passage, reranking rows without a positive and a negative.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -36,7 +39,7 @@ from ctem.evaluation.data import (
     SentencePairs,
     TaskData,
 )
-from ctem.rows import DataFormatError, iter_jsonl_lines, parse_jsonl_line
+from ctem.rows import DataFormatError, RowLocation, iter_valid_rows
 from ctem.files import OutputPathError, check_file_name
 
 # Task types in the column order of the C-Pack paper's Table 2.
@@ -61,6 +64,11 @@ TASK_FILE = "task.json"
 
 class TaskFormatError(ValueError):
     """A task file or row does not follow the task format."""
+
+
+class TaskDataError(DataFormatError, TaskFormatError):
+    """A bad row or field of a task file, or data a task cannot be scored on: a
+    ``DataFormatError`` record (``file``, ``line``, ``field``, ``message``)."""
 
 
 @dataclass
@@ -97,62 +105,65 @@ _LABEL = (str, int)
 _STR_LIST = (list,)
 
 
-def _check(path: Path, line: int, row: Any, fields: dict[str, tuple[type, ...]]) -> dict[str, Any]:
+def _check(row: Any, location: RowLocation, fields: dict[str, tuple[type, ...]]) -> dict[str, Any]:
     if not isinstance(row, dict):
-        raise TaskFormatError(f"{path}:{line}: expected a JSON object, got {type(row).__name__}")
+        raise TaskDataError(location, None, f"expected a JSON object, got {type(row).__name__}")
     for name, types in fields.items():
         if name not in row:
-            raise TaskFormatError(f"{path}:{line}: field '{name}': missing")
+            raise TaskDataError(location, name, "missing")
         value = row[name]
         if isinstance(value, bool) or not isinstance(value, types):
             expected = " or ".join(t.__name__ for t in types)
-            raise TaskFormatError(
-                f"{path}:{line}: field '{name}': expected {expected}, got {type(value).__name__}"
-            )
+            raise TaskDataError(location, name, f"expected {expected}, got {type(value).__name__}")
         if types == _STR_LIST and not all(isinstance(v, str) for v in value):
-            raise TaskFormatError(f"{path}:{line}: field '{name}': expected a list of strings")
+            raise TaskDataError(location, name, "expected a list of strings")
     return row
 
 
-def read_rows(path: Path, fields: dict[str, tuple[type, ...]]) -> list[tuple[int, dict[str, Any]]]:
-    """``(line_number, row)`` for each non-blank JSON line, checked against ``fields``
-    (parsed as training data is: bad UTF-8, non-finite numbers and lone surrogates are
-    errors); a file without rows is an error too."""
+def _checked_row(value: Any, location: RowLocation, fields: dict[str, tuple[type, ...]]) -> dict[str, Any]:
+    return {"row": _check(value, location, fields)}
+
+
+def read_rows(path: Path, fields: dict[str, tuple[type, ...]]) -> list[tuple[RowLocation, dict[str, Any]]]:
+    """``(location, row)`` for each non-blank JSON line, checked against ``fields``; read
+    with ``ctem.rows.iter_valid_rows`` as training data is (bad UTF-8, non-finite numbers and
+    lone surrogates are errors). A bad row raises ``TaskDataError`` naming file:line:field;
+    a file without rows is an error too."""
     if not path.is_file():
-        raise TaskFormatError(f"{path}: file not found")
-    rows = []
-    for line_no, raw in iter_jsonl_lines(str(path)):
-        try:
-            row = parse_jsonl_line(raw, f"{path}:{line_no}")
-        except DataFormatError as err:
-            raise TaskFormatError(str(err)) from None
-        rows.append((line_no, _check(path, line_no, row, fields)))
+        raise TaskDataError(str(path), None, "file not found")
+    try:
+        rows = [
+            (RowLocation(row["source"], row["line"]), row["row"])
+            for row in iter_valid_rows([str(path)], partial(_checked_row, fields=fields))
+        ]
+    except DataFormatError as err:
+        raise TaskDataError.from_record(err.record()) from None
     if not rows:
-        raise TaskFormatError(f"{path}: no rows (the file is empty)")
+        raise TaskDataError(str(path), None, "no rows (the file is empty)")
     return rows
 
 
-def _require(ok: bool, path: Path, problem: str) -> None:
-    """``TaskFormatError`` naming ``path`` unless ``ok``: data a task cannot be scored on."""
+def _require(ok: bool, path: Path, field: str | None, problem: str) -> None:
+    """``TaskDataError`` naming ``path`` (and ``field``) unless ``ok``: data a task cannot be scored on."""
     if not ok:
-        raise TaskFormatError(f"{path}: {problem}")
+        raise TaskDataError(str(path), field, problem)
 
 
 def _two_labels(path: Path, labels: Sequence[Any], needs: str) -> None:
     distinct = set(labels)
-    _require(len(distinct) >= 2, path, f"field 'label': every row has label {next(iter(distinct))!r}; {needs} needs at least 2 labels")
+    _require(len(distinct) >= 2, path, "label", f"every row has label {next(iter(distinct))!r}; {needs} needs at least 2 labels")
 
 
 def _pairs(path: Path, score_field: str, check: Callable[[Any], bool], expect: str) -> SentencePairs:
     s1, s2, scores = [], [], []
-    for line, row in read_rows(path, {"sentence1": _STR, "sentence2": _STR, score_field: _NUM}):
+    for location, row in read_rows(path, {"sentence1": _STR, "sentence2": _STR, score_field: _NUM}):
         if not check(row[score_field]):
-            raise TaskFormatError(f"{path}:{line}: field '{score_field}': expected {expect}, got {row[score_field]!r}")
+            raise TaskDataError(location, score_field, f"expected {expect}, got {row[score_field]!r}")
         s1.append(row["sentence1"])
         s2.append(row["sentence2"])
         scores.append(row[score_field])
     if score_field == "score":
-        _require(len(set(scores)) >= 2, path, f"field 'score': all {len(scores)} scores are {scores[0]!r}; a correlation with constant scores is undefined")
+        _require(len(set(scores)) >= 2, path, "score", f"all {len(scores)} scores are {scores[0]!r}; a correlation with constant scores is undefined")
     else:
         _two_labels(path, scores, "average precision")
     return SentencePairs(s1, s2, scores)
@@ -169,12 +180,12 @@ def _labelled(path: Path) -> tuple[list[str], list[Any]]:
 def _retrieval(folder: Path) -> RetrievalData:
     corpus_ids, corpus_texts, titles, seen = [], [], [], set()
     corpus_path = folder / "corpus.jsonl"
-    for line, row in read_rows(corpus_path, {"id": _STR, "text": _STR}):
+    for location, row in read_rows(corpus_path, {"id": _STR, "text": _STR}):
         if row["id"] in seen:
-            raise TaskFormatError(f"{corpus_path}:{line}: field 'id': duplicate id {row['id']!r}")
+            raise TaskDataError(location, "id", f"duplicate id {row['id']!r}")
         title = row.get("title", "")
         if not isinstance(title, str):
-            raise TaskFormatError(f"{corpus_path}:{line}: field 'title': expected str, got {type(title).__name__}")
+            raise TaskDataError(location, "title", f"expected str, got {type(title).__name__}")
         seen.add(row["id"])
         corpus_ids.append(row["id"])
         corpus_texts.append(row["text"])
@@ -186,15 +197,15 @@ def _retrieval(folder: Path) -> RetrievalData:
     known_queries = set(query_ids)
     qrels: dict[str, dict[str, int]] = {}
     qrels_path = folder / "qrels.jsonl"
-    for line, row in read_rows(qrels_path, {"qid": _STR, "pid": _STR, "score": _NUM}):
+    for location, row in read_rows(qrels_path, {"qid": _STR, "pid": _STR, "score": _NUM}):
         if row["qid"] not in known_queries:
-            raise TaskFormatError(f"{qrels_path}:{line}: field 'qid': unknown query id {row['qid']!r}")
+            raise TaskDataError(location, "qid", f"unknown query id {row['qid']!r}")
         if row["pid"] not in seen:
-            raise TaskFormatError(f"{qrels_path}:{line}: field 'pid': unknown corpus id {row['pid']!r}")
+            raise TaskDataError(location, "pid", f"unknown corpus id {row['pid']!r}")
         if float(row["score"]) != int(row["score"]):
-            raise TaskFormatError(f"{qrels_path}:{line}: field 'score': expected an integer grade, got {row['score']!r}")
+            raise TaskDataError(location, "score", f"expected an integer grade, got {row['score']!r}")
         qrels.setdefault(row["qid"], {})[row["pid"]] = int(row["score"])
-    _require(any(g > 0 for judged in qrels.values() for g in judged.values()), qrels_path, "field 'score': no judgement above 0, so no query has a relevant passage")
+    _require(any(g > 0 for judged in qrels.values() for g in judged.values()), qrels_path, "score", "no judgement above 0, so no query has a relevant passage")
     return RetrievalData(corpus_ids, corpus_texts, query_ids, query_texts, qrels, titles)
 
 
@@ -204,7 +215,7 @@ def _reranking(path: Path) -> RerankingData:
         queries.append(row["query"])
         positives.append(row["positive"])
         negatives.append(row["negative"])
-    _require(any(p and n for p, n in zip(positives, negatives)), path, "no row has both a positive and a negative")
+    _require(any(p and n for p, n in zip(positives, negatives)), path, None, "no row has both a positive and a negative")
     return RerankingData(queries, positives, negatives)
 
 
@@ -228,7 +239,7 @@ def load_task_data(task_type: str, folder: Path) -> TaskData:
         return _retrieval(folder)
     if task_type == "Reranking":
         return _reranking(test)
-    raise TaskFormatError(f"{folder / TASK_FILE}: field 'type': unknown task type {task_type!r}; expected one of {TASK_TYPES}")
+    raise TaskDataError(str(folder / TASK_FILE), "type", f"unknown task type {task_type!r}; expected one of {TASK_TYPES}")
 
 
 # --------------------------------------------------------------------------- folders
@@ -240,20 +251,21 @@ def read_task_info(folder: str | Path) -> LocalTaskInfo:
     folder = Path(folder)
     path = folder / TASK_FILE
     if not path.is_file():
-        raise TaskFormatError(f"{path}: file not found")
+        raise TaskDataError(str(path), None, "file not found")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise TaskFormatError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
+        raise TaskDataError(RowLocation(str(path), err.lineno), None, f"invalid JSON ({err.msg})") from None
     except UnicodeDecodeError as err:
-        raise TaskFormatError(f"{path}: invalid UTF-8 ({err.reason} at byte {err.start})") from None
-    _check(path, 1, meta, {"name": _STR, "type": _STR})
+        raise TaskDataError(str(path), None, f"invalid UTF-8 ({err.reason} at byte {err.start})") from None
+    location = RowLocation(str(path), 1)
+    _check(meta, location, {"name": _STR, "type": _STR})
     try:
         check_file_name(meta["name"], "task name")  # results are written to <output_dir>/<name>.json
     except OutputPathError as err:
-        raise TaskFormatError(f"{path}:1: field 'name': {err}") from None
+        raise TaskDataError(location, "name", str(err)) from None
     if meta["type"] not in TASK_TYPES:
-        raise TaskFormatError(f"{path}:1: field 'type': unknown task type {meta['type']!r}; expected one of {TASK_TYPES}")
+        raise TaskDataError(location, "type", f"unknown task type {meta['type']!r}; expected one of {TASK_TYPES}")
     main_score = meta.get("main_score", DEFAULT_MAIN_SCORES[meta["type"]])
     params = {k: v for k, v in meta.items() if k not in _META_KEYS}
     return LocalTaskInfo(meta["name"], meta["type"], main_score, folder, params)
@@ -306,7 +318,7 @@ def check_unique_names(named: Sequence[tuple[str, str]]) -> None:
         if key in seen and seen[key] == source:
             raise TaskFormatError(f"task {name!r} is selected twice; list each task once")
         if key in seen:
-            raise TaskFormatError(f"{source}: field 'name': task name {name!r} is also used by {seen[key]}; task names must be unique")
+            raise TaskDataError(source, "name", f"task name {name!r} is also used by {seen[key]}; task names must be unique")
         seen[key] = source
 
 
