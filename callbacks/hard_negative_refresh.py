@@ -9,69 +9,26 @@ without restarting the fit. It logs ``negatives/mining_seconds`` and
 ``negatives/changed_fraction`` (the share of the new negatives that were not in the row's
 previous list).
 
-Under DDP each rank encodes a contiguous share of the texts and the embeddings are
-all-gathered; each rank then searches and samples for its share of rows (per-row seeded, so
-the result does not depend on the number of ranks) and the negatives are all-gathered, so
-every rank sets identical negatives.
+Under DDP each rank encodes every ``world_size``-th text of the length order
+(``ctem.evaluation.EncoderAdapter``) and the embeddings are all-gathered; each rank then
+searches and samples for every ``world_size``-th row (per-row seeded, so the result does not
+depend on the number of ranks) and the negatives are all-gathered back into row order
+(``ctem.distributed.RankShards``), so every rank sets identical negatives.
 """
 
 from __future__ import annotations
 
-import logging
-import math
+import dataclasses
 import time
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 import lightning as L
-import numpy as np
-import torch
-import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from ctem.mining import EncodeFn, HardNegativeMiner, MiningConfig, candidate_pool, read_candidate_pool
-
-log = logging.getLogger(__name__)
-
-
-def _shard(total: int, rank: int, world: int) -> range:
-    """Contiguous block of ``range(total)`` for ``rank`` (blocks of ``ceil(total / world)``)."""
-    per = math.ceil(total / world)
-    return range(min(rank * per, total), min((rank + 1) * per, total))
-
-
-def sharded_encode(encoder: Any, batch_size: int, rank: int, world: int, show_progress: bool = False) -> EncodeFn:
-    """A collective ``encode(texts, is_query)``: every rank calls it with the same texts,
-    encodes its block, and all ranks return the full ``[N, H]`` array (all-gathered)."""
-
-    def encode(texts: Sequence[str], is_query: bool) -> np.ndarray:
-        block = _shard(len(texts), rank, world)
-        part = encoder.encode(
-            list(texts[block.start : block.stop]),
-            batch_size=batch_size,
-            is_query=is_query,
-            convert_to_numpy=False,
-            show_progress_bar=show_progress,
-        )
-        if world == 1:
-            return part.numpy()
-        per = math.ceil(len(texts) / world)
-        padded = torch.zeros(per, encoder.dim, dtype=torch.float32, device=encoder.device)
-        padded[: part.size(0)] = part.to(encoder.device)
-        chunks = [torch.empty_like(padded) for _ in range(world)]
-        dist.all_gather(chunks, padded)
-        return torch.cat(chunks)[: len(texts)].cpu().numpy()
-
-    return encode
-
-
-def gather_lists(local: list[list[str]], world: int) -> list[list[str]]:
-    """Concatenate every rank's list of rows in rank order (``all_gather_object``)."""
-    if world == 1:
-        return local
-    gathered: list[Any] = [None] * world
-    dist.all_gather_object(gathered, local)
-    return [row for part in gathered for row in part]
+from ctem.distributed import RankShards
+from ctem.evaluation.encoding import EncoderAdapter
+from ctem.mining import HardNegativeMiner, MiningConfig, candidate_pool, read_candidate_pool
 
 
 def _group_indices(rows: Sequence[dict[str, Any]]) -> dict[str, list[int]]:
@@ -109,39 +66,25 @@ class HardNegativeRefresh(Callback):
         every_n_steps: refresh every N optimizer steps (``None``: not by steps).
         every_n_epochs: refresh at the end of every N-th epoch (``None``: not by epochs). No
             refresh happens after the last step or epoch.
-        range: ``[lo, hi]`` 0-based rank slice to sample from (see ``ctem.mining``).
-        negative_number: negatives per row. At least ``train_group_size - 1`` avoids repeats.
-        seed: sampling seed; refresh ``k`` uses ``seed + k``.
+        mining: the mining settings (``ctem.mining.MiningConfig``, the config node
+            ``mining``); refresh ``k`` samples with seed ``mining.seed + k``, and
+            ``keep_existing`` keeps the rows' original negatives (as loaded). ``None``:
+            the defaults without progress bars. ``negative_number`` of at least
+            ``train_group_size - 1`` avoids repeats.
         candidate_pool: corpus file(s) of candidate passages, one pool for all rows (``None``:
             per group, every positive and negative of its rows as they were before the first
             refresh).
-        false_negative_margin: drop candidates scoring within this margin of the positive.
-        keep_existing: keep the rows' original negatives (as loaded) and mine the rest.
-        batch_size: texts per forward pass while encoding.
-        use_gpu / index / nlist / nprobe / search_batch_size: faiss settings (``MiningConfig``).
         refresh_on_resume: when resuming from a checkpoint taken after a refresh, mine again
             at the start of training (the datamodule reloads the files' negatives).
-        show_progress: progress bars while encoding and searching.
     """
 
     def __init__(
         self,
         every_n_steps: int | None = None,
         every_n_epochs: int | None = 1,
-        range: Sequence[int] = (2, 200),
-        negative_number: int = 15,
-        seed: int = 0,
+        mining: MiningConfig | None = None,
         candidate_pool: str | Sequence[str] | None = None,
-        false_negative_margin: float | None = None,
-        keep_existing: bool = False,
-        batch_size: int = 64,
-        use_gpu: bool | Literal["auto"] = "auto",
-        index: Literal["flat", "ivf"] = "flat",
-        nlist: int = 1024,
-        nprobe: int = 32,
-        search_batch_size: int = 1024,
         refresh_on_resume: bool = True,
-        show_progress: bool = False,
     ) -> None:
         for name, value in (("every_n_steps", every_n_steps), ("every_n_epochs", every_n_epochs)):
             if value is not None and value <= 0:
@@ -150,26 +93,9 @@ class HardNegativeRefresh(Callback):
             raise ValueError("set every_n_steps and/or every_n_epochs")
         self.every_n_steps = every_n_steps
         self.every_n_epochs = every_n_epochs
-        self.seed = seed
-        self.batch_size = batch_size
+        self.mining = mining or MiningConfig(show_progress=False)
         self.refresh_on_resume = refresh_on_resume
-        self.show_progress = show_progress
         self.candidate_pool_files = candidate_pool
-        # validated now, so a bad setting fails when the callback is built
-        self.mining = MiningConfig(
-            range=tuple(range),  # type: ignore[arg-type]
-            negative_number=negative_number,
-            seed=seed,
-            false_negative_margin=false_negative_margin,
-            keep_existing=keep_existing,
-            use_gpu=use_gpu,
-            index=index,
-            nlist=nlist,
-            nprobe=nprobe,
-            search_batch_size=search_batch_size,
-            batch_size=batch_size,
-            show_progress=show_progress,
-        )
         self.refreshes = 0
         self.last_refresh_step = -1
         self.last_changed_fraction: float | None = None
@@ -251,18 +177,22 @@ class HardNegativeRefresh(Callback):
             rows = [{**r, "neg": original} for r, original in zip(rows, self._original_negatives)]
         rank, world = trainer.global_rank, trainer.world_size
         encoder = pl_module.encoder
-        config = MiningConfig(**{**self.mining.__dict__, "seed": self.seed + self.refreshes})
+        config = dataclasses.replace(self.mining, seed=self.mining.seed + self.refreshes)
         if world > 1 and encoder.device.type == "cuda":
             config.gpu_ids = [encoder.device.index or 0]
-        miner = HardNegativeMiner(sharded_encode(encoder, self.batch_size, rank, world, self.show_progress), config)
+        encode = EncoderAdapter(
+            encoder, config.batch_size, cache_tokenization=False, rank=rank, world_size=world, show_progress=config.show_progress
+        )
+        miner = HardNegativeMiner(encode, config)
         mined: list[list[str]] = [[] for _ in rows]
         short_rows = 0
         for group, members in _group_indices(rows).items():
             group_rows = [rows[i] for i in members]
             pool = self._pool if self._pool is not None else self._pools[group]
-            result = miner.mine(group_rows, pool, indices=_shard(len(group_rows), rank, world))
+            shards = RankShards.split(len(group_rows), rank, world)
+            result = miner.mine(group_rows, pool, indices=shards.mine)
             short_rows += result.short_rows
-            for i, negatives in zip(members, gather_lists(result.negatives, world)):
+            for i, negatives in zip(members, shards.gather_objects(result.negatives)):
                 mined[i] = negatives
         # a row whose candidates were all excluded keeps its previous negatives
         negatives = [new if new else old for new, old in zip(mined, previous)]

@@ -75,7 +75,7 @@ for stage in $STAGES; do
           local file
           for file in "$LABELED"/*.jsonl; do
             "$PYTHON" -m ctem.cli.mine model_path="$previous" input="$file" output="$stage_dir/$(basename "$file")" \
-              seed="$SEED" hydra.run.dir="$stage_dir/logs/$(basename "$file" .jsonl)" "${stage_args[@]}"
+              mining.seed="$SEED" hydra.run.dir="$stage_dir/logs/$(basename "$file" .jsonl)" "${stage_args[@]}"
           done
         }
         timed mine mine_all

@@ -47,16 +47,27 @@ def _cfg(overrides: list[str]):
         return compose(config_name="mine", overrides=overrides)
 
 
-def test_every_mine_field_is_commented():
-    lines = (Path(config_dir()) / "mine.yaml").read_text("utf-8").splitlines()
+@pytest.mark.parametrize("name", ["mine.yaml", "mining/default.yaml"])
+def test_every_mine_field_is_commented(name):
+    lines = (Path(config_dir()) / name).read_text("utf-8").splitlines()
     for i, line in enumerate(lines):
         if line and not line.startswith((" ", "#", "-", "defaults")):
-            assert lines[i - 1].startswith("#"), f"conf/mine.yaml: field without a comment: {line}"
+            assert lines[i - 1].startswith("#"), f"conf/{name}: field without a comment: {line}"
+
+
+def test_a_bad_mining_setting_is_one_line(tmp_path: Path, model_dir: Path):
+    cmd = [
+        sys.executable, "-m", "ctem.cli.mine", f"model_path={model_dir}", f"input={_input(tmp_path, n=4)}",
+        f"output={tmp_path / 'out.jsonl'}", "mining.nprobe=0", f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.strip() == "ctem-mine: error: mining.nprobe=0: must be at least 1"
 
 
 def test_run_is_deterministic_and_writes_neg(tmp_path: Path, model_dir: Path):
     src = _input(tmp_path)
-    common = [f"model_path={model_dir}", f"input={src}", "range=[2,30]", "negative_number=4", "progress=false"]
+    common = [f"model_path={model_dir}", f"input={src}", "mining.range=[2,30]", "mining.negative_number=4", "mining.show_progress=false"]
     first = run(_cfg(common + [f"output={tmp_path / 'a.jsonl'}", f"cache_dir={tmp_path / 'cache'}"]))
     run(_cfg(common + [f"output={tmp_path / 'b.jsonl'}", "cache_dir=null"]))
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
@@ -66,7 +77,7 @@ def test_run_is_deterministic_and_writes_neg(tmp_path: Path, model_dir: Path):
     for row in rows:
         assert len(row["neg"]) == 4 and row["type"] == "sts"
         assert row["pos"][0] not in row["neg"] and row["query"] not in row["neg"]
-    run(_cfg(common + [f"output={tmp_path / 'c.jsonl'}", "cache_dir=null", "seed=1"]))
+    run(_cfg(common + [f"output={tmp_path / 'c.jsonl'}", "cache_dir=null", "mining.seed=1"]))
     assert (tmp_path / "c.jsonl").read_bytes() != (tmp_path / "a.jsonl").read_bytes()
 
 
@@ -75,7 +86,7 @@ def test_console_script(tmp_path: Path, model_dir: Path):
     out = tmp_path / "out.jsonl"
     cmd = [
         sys.executable, "-m", "ctem.cli.mine", f"model_path={model_dir}", f"input={src}", f"output={out}",
-        "range=[0,10]", "negative_number=3", "cache_dir=null", "progress=false", f"hydra.run.dir={tmp_path / 'run'}",
+        "mining.range=[0,10]", "mining.negative_number=3", "cache_dir=null", "mining.show_progress=false", f"hydra.run.dir={tmp_path / 'run'}",
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

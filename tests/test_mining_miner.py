@@ -31,15 +31,15 @@ def _vectors(seed: int = 0) -> dict[str, np.ndarray]:
 
 
 class TableEncoder:
-    """``encode(texts, is_query)`` from a fixed table; instructions (``I:`` prefix) are
-    stripped; records every call."""
+    """An ``EncodeFn`` from a fixed table; instructions (``I:`` prefix) are stripped;
+    records every call."""
 
     def __init__(self, table: dict[str, np.ndarray]) -> None:
         self.table = table
         self.calls: list[tuple[int, bool]] = []
         self.query_texts: list[str] = []
 
-    def __call__(self, texts, is_query):
+    def __call__(self, texts, instruction=None, is_query=False):
         self.calls.append((len(texts), is_query))
         if is_query:
             self.query_texts.extend(texts)

@@ -1,4 +1,5 @@
-"""HardNegativeRefresh in a real Lightning fit, its state, and the DDP encode/gather path."""
+"""HardNegativeRefresh in a real Lightning fit, its state, its Hydra config, and the DDP
+encode/gather path."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ctem.callbacks import HardNegativeRefresh
-from ctem.callbacks.hard_negative_refresh import changed_fraction, gather_lists, sharded_encode
+from ctem.callbacks.hard_negative_refresh import changed_fraction
 from ctem import InfoNCELoss, TextEncoder
+from ctem.distributed import RankShards
+from ctem.evaluation import EncoderAdapter
 from ctem.mining import HardNegativeMiner, MiningConfig, candidate_pool
 from ctem.modules import BiEncoderModule
 from ctem.data_modules import PairDataModule
@@ -89,7 +92,7 @@ def _fit(tmp_path: Path, refresh: HardNegativeRefresh, max_steps: int = 8):
 
 
 def test_refresh_changes_negatives_mid_run_and_training_continues(tmp_path: Path):
-    refresh = HardNegativeRefresh(every_n_steps=3, every_n_epochs=None, range=(0, 12), negative_number=3, batch_size=16)
+    refresh = HardNegativeRefresh(every_n_steps=3, every_n_epochs=None, mining=MiningConfig(range=(0, 12), negative_number=3, batch_size=16))
     trainer, data, recorder = _fit(tmp_path, refresh)
     assert trainer.global_step == 8, "training ran to the end"
     assert [h["step"] for h in refresh.history] == [3, 6]
@@ -114,7 +117,7 @@ def test_refresh_changes_negatives_mid_run_and_training_continues(tmp_path: Path
 
 
 def test_epoch_refresh_skips_the_last_epoch_and_state_round_trips(tmp_path: Path):
-    refresh = HardNegativeRefresh(every_n_steps=None, every_n_epochs=1, range=(0, 10), negative_number=2, batch_size=16)
+    refresh = HardNegativeRefresh(every_n_steps=None, every_n_epochs=1, mining=MiningConfig(range=(0, 10), negative_number=2, batch_size=16))
     encoder = _encoder(_vocab(tmp_path))
     data = PairDataModule(encoder.tokenizer, train_files=str(_train_file(tmp_path)), batch_size=8, train_group_size=2, cache_dir=str(tmp_path / "hf"))
     module = BiEncoderModule(encoder, InfoNCELoss(temperature=0.05), optimizer={"lr": 1e-3, "warmup_ratio": 0.0})
@@ -144,6 +147,32 @@ def test_refresh_rejects_a_datamodule_without_mining_hooks(tmp_path: Path):
         trainer.fit(module, datamodule=Plain())
 
 
+def test_the_config_gives_the_mining_settings_and_refuses_bad_ones():
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from ctem.config import config_dir, register_resolvers
+    from ctem.settings import SettingError
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[
+            "callbacks=hard_negative_refresh", "callbacks.hard_negative_refresh.mining.nprobe=64",
+            "callbacks.hard_negative_refresh.mining.range=[1,50]",
+        ])
+        mine = compose(config_name="mine", overrides=["model_path=m", "input=i", "output=o"])
+    refresh = instantiate(cfg.callbacks.hard_negative_refresh)
+    assert refresh.mining == MiningConfig(range=(1, 50), nprobe=64, batch_size=64, show_progress=False)
+    ours, theirs = (OmegaConf.to_container(c.mining) for c in (cfg.callbacks.hard_negative_refresh, mine))
+    assert ours == {**theirs, "range": [1, 50], "nprobe": 64, "batch_size": 64, "show_progress": False}, "ctem-mine's settings"
+    cfg.callbacks.hard_negative_refresh.mining.index = "hnsw"
+    with pytest.raises(Exception) as raised:
+        instantiate(cfg.callbacks.hard_negative_refresh)
+    assert isinstance(raised.value.__cause__, SettingError)
+    assert str(raised.value.__cause__) == "mining.index=hnsw: must be flat or ivf"
+
+
 def test_changed_fraction():
     assert changed_fraction([["a", "b"], ["c"]], [["a", "x"], ["c"]]) == pytest.approx(1 / 3)
     assert changed_fraction([[]], [[]]) == 0.0
@@ -156,14 +185,14 @@ def _ddp_worker(rank: int, world: int, port: int, vocab: str, rows: list[dict], 
     try:
         torch.set_num_threads(1)
         encoder = _encoder(Path(vocab))
-        encode = sharded_encode(encoder, 8, rank, world)
+        encode = EncoderAdapter(encoder, 8, cache_tokenization=False, rank=rank, world_size=world)
         config = MiningConfig(range=(1, 15), negative_number=4, seed=5, show_progress=False)
-        per = -(-len(rows) // world)
-        share = range(rank * per, min((rank + 1) * per, len(rows)))
-        negatives = gather_lists(HardNegativeMiner(encode, config).mine(rows, indices=share).negatives, world)
+        shards = RankShards.split(len(rows), rank, world)
+        negatives = shards.gather_objects(HardNegativeMiner(encode, config).mine(rows, indices=shards.mine).negatives)
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(negatives, ensure_ascii=False), encoding="utf-8")
-        np.save(Path(out_dir, f"rank{rank}_passages.npy"), encode(candidate_pool(rows), False))
-        np.save(Path(out_dir, f"rank{rank}_queries.npy"), encode([r["query"] for r in rows], True))
+        np.save(Path(out_dir, f"rank{rank}_passages.npy"), encode(candidate_pool(rows)))
+        np.save(Path(out_dir, f"rank{rank}_queries.npy"), encode([r["query"] for r in rows], is_query=True))
+        np.save(Path(out_dir, f"rank{rank}_encoded.npy"), [encode.texts_encoded])
     finally:
         dist.destroy_process_group()
 
@@ -190,7 +219,9 @@ def test_ddp_ranks_split_encoding_and_agree_with_one_process(tmp_path: Path):
     np.testing.assert_allclose(gathered[True], encoder.encode([r["query"] for r in rows], is_query=True), atol=1e-4)
     np.testing.assert_allclose(gathered[False], encoder.encode(pool), atol=1e-4)
     np.testing.assert_array_equal(gathered[False], np.load(tmp_path / "rank1_passages.npy"))
+    encoded = [int(np.load(tmp_path / f"rank{r}_encoded.npy")[0]) for r in (0, 1)]
+    assert sum(encoded) == 2 * (len(rows) + len(pool)) and abs(encoded[0] - encoded[1]) <= 4, "each rank encodes half"
     # ... and per-rank search + gather equals searching all rows in one process
     config = MiningConfig(range=(1, 15), negative_number=4, seed=5, show_progress=False)
-    single = HardNegativeMiner(lambda texts, is_query: gathered[is_query], config).mine(rows).negatives
+    single = HardNegativeMiner(lambda texts, instruction=None, is_query=False: gathered[is_query], config).mine(rows).negatives
     assert rank0 == single

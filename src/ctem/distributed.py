@@ -1,10 +1,13 @@
-"""Distributed helpers: rank / world size, an all-gather that carries gradients, whether
-DDP syncs this step's gradients, and the FSDP wrap policy."""
+"""Distributed helpers: rank / world size, an all-gather that carries gradients, work
+split over ranks and gathered back (:class:`RankShards`), whether DDP syncs this step's
+gradients, and the FSDP wrap policy."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -58,6 +61,76 @@ def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     if not is_distributed() or dist.get_world_size() == 1:
         return tensor
     return _AllGatherWithGrad.apply(tensor)
+
+
+AllGather = Callable[[torch.Tensor], torch.Tensor]
+"""``[n, ...] -> [world, n, ...]``: every rank's equal-sized tensor, in rank order."""
+
+
+def _all_gather_stacked(tensor: torch.Tensor) -> torch.Tensor:
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.stack(parts)
+
+
+@dataclass(frozen=True)
+class RankShards:
+    """Positions ``0 .. total-1`` dealt to ranks round-robin in a given order, and the
+    per-rank results gathered back into position order on every rank.
+
+    Rank ``r`` takes ``order[r::world]``: with texts ordered longest first every rank gets
+    an equal share of long and short ones. Collective: every rank builds the same split and
+    calls ``gather`` / ``gather_objects`` together. With one rank nothing is communicated.
+    """
+
+    parts: tuple[np.ndarray, ...]  # the positions of each rank, in the order it works on them
+    rank: int
+    total: int
+
+    @classmethod
+    def split(cls, order: int | Sequence[int] | np.ndarray, rank: int, world: int) -> "RankShards":
+        """Split ``order`` (a permutation of positions, or ``n`` for ``range(n)``)."""
+        order = np.arange(order) if isinstance(order, int) else np.asarray(order, dtype=np.int64)
+        return cls(tuple(order[r::world] for r in range(world)), rank, len(order))
+
+    @property
+    def mine(self) -> np.ndarray:
+        """This rank's positions."""
+        return self.parts[self.rank]
+
+    def gather(self, local: torch.Tensor, all_gather: AllGather | None = None) -> np.ndarray:
+        """Every rank's rows as one array ``[total, ...]`` in position order.
+
+        ``local``: this rank's rows, one per position of :attr:`mine`, in that order.
+        ``all_gather``: ``[n, ...] -> [world, n, ...]`` (e.g. a Lightning strategy's;
+        ``None``: ``torch.distributed.all_gather``). Shares are padded to equal size.
+        """
+        world = len(self.parts)
+        if world == 1:
+            gathered = local.unsqueeze(0)
+        else:
+            width = max(len(p) for p in self.parts)
+            padded = local.new_zeros((width, *local.shape[1:]))
+            padded[: len(local)] = local
+            gathered = (all_gather or _all_gather_stacked)(padded).reshape(world, width, *local.shape[1:])
+        gathered = gathered.cpu().numpy()
+        out = np.empty((self.total, *gathered.shape[2:]), dtype=gathered.dtype)
+        for r, positions in enumerate(self.parts):
+            out[positions] = gathered[r, : len(positions)]
+        return out
+
+    def gather_objects(self, local: Sequence[Any]) -> list[Any]:
+        """Every rank's picklable items (one per position of :attr:`mine`) as one list in
+        position order (``torch.distributed.all_gather_object``)."""
+        parts: list[Any] = [local]
+        if len(self.parts) > 1:
+            parts = [None] * len(self.parts)
+            dist.all_gather_object(parts, list(local))
+        out: list[Any] = [None] * self.total
+        for positions, items in zip(self.parts, parts):
+            for position, item in zip(positions.tolist(), items):
+                out[position] = item
+        return out
 
 
 def ddp_syncs_gradients(model: torch.nn.Module | None) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +28,20 @@ from ctem.tokenization import check_local_or_hub, check_max_length, load_tokeniz
 Pooling = Literal["cls", "mean", "last"]
 POOLING_MODES: tuple[str, ...] = ("cls", "mean", "last")
 CTEM_CONFIG_NAME = "ctem_config.json"
+
+
+class EncodeFn(Protocol):
+    """How evaluation, mining, curation scoring and the refresh callback embed text:
+    ``encode(texts, instruction=None, is_query=False)`` -> float32 ``[len(texts), D]``, row
+    ``i`` the embedding of ``texts[i]``.
+
+    ``instruction`` (or ``None``) is prepended to every text by the implementation;
+    ``is_query`` marks queries (a ``TextEncoder`` truncates them to ``query_max_length``).
+    An implementation may be collective under DDP (``ctem.evaluation.EncoderAdapter`` with
+    ``world_size > 1``): every rank calls it with the same arguments and gets the whole array.
+    """
+
+    def __call__(self, texts: Sequence[str], instruction: str | None = None, is_query: bool = False) -> np.ndarray: ...
 
 # sentence-transformers (v2 .. v6 read this layout) pooling flags for each ctem pooling.
 _ST_POOLING_FLAGS = {

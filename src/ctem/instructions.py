@@ -2,7 +2,7 @@
 
 Any setting that takes an instruction (``model.query_instruction``, ``data.query_instruction``,
 ``data.instructions_by_type.*``, ``ctem-eval query_instruction=``, ``ctem-mine
-query_instruction=``, ...) accepts either the text itself or one of the names of
+mining.query_instruction=``, ...) accepts either the text itself or one of the names of
 :data:`NAMED_INSTRUCTIONS`, so ``query_instruction=bge_zh`` works in any override without
 Hydra quoting rules.
 

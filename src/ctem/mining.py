@@ -1,7 +1,8 @@
 """Hard-negative mining: embed queries and a candidate pool, search with faiss, sample negatives.
 
-``HardNegativeMiner`` sees only an encode function ``encode(texts, is_query) -> [N, H]``
-(or a :class:`ctem.TextEncoder`) and texts; ``ctem-mine`` and the
+``HardNegativeMiner`` sees only an encode function (``ctem.encoder.EncodeFn``, called as
+``encode(texts, is_query=...) -> [N, H]``; a :class:`ctem.TextEncoder` is wrapped in
+``ctem.evaluation.EncoderAdapter``) and texts; ``ctem-mine`` and the
 ``ctem.callbacks.HardNegativeRefresh`` callback both use it, so offline mining and refreshing
 negatives during training follow one code path.
 
@@ -27,11 +28,13 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Protocol, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from ctem.encoder import EncodeFn, TextEncoder
+from ctem.evaluation.encoding import EncoderAdapter
 from ctem.files import atomic_path, atomic_writer, check_not_inputs
 from ctem.finite import check_finite_embeddings
 from ctem.instructions import resolve_instruction
@@ -46,22 +49,18 @@ from ctem.rows import (
     validate_pair_row,
 )
 from ctem.instructions import with_instruction
+from ctem.settings import SettingError
 
 log = logging.getLogger(__name__)
 
-EncodeFn = Callable[[Sequence[str], bool], np.ndarray]
 IndexType = Literal["flat", "ivf"]
-
-
-class SupportsEncode(Protocol):
-    """Anything with ``TextEncoder.encode``'s signature (a ``ctem.TextEncoder``)."""
-
-    def encode(self, texts: Sequence[str], batch_size: int = ..., is_query: bool = ..., show_progress_bar: bool = ...) -> Any: ...
 
 
 @dataclass
 class MiningConfig:
-    """Settings of one mining pass.
+    """Settings of one mining pass (``conf/mining/default.yaml``, the ``mining`` node of
+    ``ctem-mine`` and of the ``HardNegativeRefresh`` callback). A bad value raises
+    ``SettingError`` naming it (``mining.nprobe=0: must be at least 1``).
 
     Args:
         range: ``[lo, hi]`` 0-based ranks to sample from, ``lo`` inclusive, ``hi`` exclusive
@@ -75,7 +74,8 @@ class MiningConfig:
             the embeddings (cosine for normalised encoders).
         keep_existing: keep each row's given negatives first and mine only the rest.
         use_gpu: ``"auto"`` (faiss GPU index when faiss sees a GPU), ``True`` or ``False``.
-        gpu_ids: GPUs to shard the index over (``None``: all that faiss sees).
+        gpu_ids: GPUs to shard the index over (``None``: all that faiss sees; the refresh
+            callback under DDP uses each rank's own GPU).
         index: ``flat`` (exact ``IndexFlatIP``) or ``ivf`` (``IndexIVFFlat``, for very large pools).
         nlist / nprobe: IVF cells and cells searched per query.
         search_batch_size: queries per faiss search call.
@@ -101,17 +101,18 @@ class MiningConfig:
     def __post_init__(self) -> None:
         lo, hi = (int(v) for v in self.range)
         if not 0 <= lo < hi:
-            raise ValueError(f"range must be [lo, hi] with 0 <= lo < hi, got {list(self.range)}")
+            raise SettingError("mining.range", [lo, hi], "must be [lo, hi] with 0 <= lo < hi")
         self.range = (lo, hi)
         self.query_instruction = resolve_instruction(self.query_instruction)
-        if self.negative_number < 1:
-            raise ValueError(f"negative_number must be >= 1, got {self.negative_number}")
         if self.index not in ("flat", "ivf"):
-            raise ValueError(f"index must be 'flat' or 'ivf', got {self.index!r}")
+            raise SettingError("mining.index", self.index, "must be flat or ivf")
         if self.use_gpu not in ("auto", True, False):
-            raise ValueError(f"use_gpu must be auto, true or false, got {self.use_gpu!r}")
-        if self.nlist < 1 or self.nprobe < 1 or self.search_batch_size < 1 or self.batch_size < 1:
-            raise ValueError("nlist, nprobe, search_batch_size and batch_size must be positive")
+            raise SettingError("mining.use_gpu", self.use_gpu, "must be auto, true or false")
+        for name in ("negative_number", "nlist", "nprobe", "search_batch_size", "batch_size"):
+            if getattr(self, name) < 1:
+                raise SettingError(f"mining.{name}", getattr(self, name), "must be at least 1")
+        if self.gpu_ids is not None:
+            self.gpu_ids = [int(g) for g in self.gpu_ids]
 
 
 @dataclass
@@ -159,14 +160,16 @@ class EmbeddingCache:
     def wrap(self, encode: EncodeFn) -> EncodeFn:
         """``encode`` that reads and writes this cache."""
 
-        def cached(texts: Sequence[str], is_query: bool) -> np.ndarray:
+        def cached(texts: Sequence[str], instruction: str | None = None, is_query: bool = False) -> np.ndarray:
+            if instruction:
+                texts = [instruction + t for t in texts]
             path = self.cache_dir / f"{self.key(texts, is_query)}.npy"
             if path.is_file():
                 emb = np.load(path)
                 if emb.shape[0] == len(texts):
                     log.info("embeddings of %d %s texts read from %s", len(texts), _side(is_query), path)
                     return emb
-            emb = np.ascontiguousarray(encode(texts, is_query), dtype=np.float32)
+            emb = np.ascontiguousarray(encode(texts, is_query=is_query), dtype=np.float32)
             with atomic_path(path) as tmp, open(tmp, "wb") as handle:
                 np.save(handle, emb)
             return emb
@@ -262,42 +265,33 @@ def _dedupe(texts: Iterable[str]) -> list[str]:
     return list(seen.values())
 
 
-def _encode_fn(encoder: EncodeFn | SupportsEncode, config: MiningConfig) -> EncodeFn:
-    if hasattr(encoder, "encode"):
-        model = encoder
-
-        def encode(texts: Sequence[str], is_query: bool) -> np.ndarray:
-            return np.asarray(
-                model.encode(texts, batch_size=config.batch_size, is_query=is_query, show_progress_bar=config.show_progress),
-                dtype=np.float32,
-            )
-
-        return encode
-    return encoder  # type: ignore[return-value]
-
-
 class HardNegativeMiner:
     """Mines hard negatives for query / positive rows (see the module docstring).
 
     Args:
-        encoder: ``encode(texts, is_query) -> np.ndarray [N, H]`` or a ``TextEncoder``.
-            Under DDP it may be a collective function (every rank called with the same
-            texts, each encoding a share); ``mine`` calls it identically on every rank.
+        encoder: an ``EncodeFn`` (called as ``encode(texts, is_query=...)``) or a
+            ``TextEncoder`` (encoded in ``config.batch_size`` batches). Under DDP it may be
+            collective (every rank called with the same texts, each encoding a share);
+            ``mine`` calls it identically on every rank.
         config: a :class:`MiningConfig`.
         cache: an :class:`EmbeddingCache` (``None``: no caching).
     """
 
     def __init__(
         self,
-        encoder: EncodeFn | SupportsEncode,
+        encoder: EncodeFn | TextEncoder,
         config: MiningConfig | None = None,
         cache: EmbeddingCache | None = None,
     ) -> None:
         self.config = config or MiningConfig()
-        raw = _encode_fn(encoder, self.config)
+        raw: EncodeFn = encoder
+        if isinstance(encoder, TextEncoder):
+            raw = EncoderAdapter(
+                encoder, self.config.batch_size, cache_tokenization=False, show_progress=self.config.show_progress
+            )
 
-        def encode(texts: Sequence[str], is_query: bool) -> np.ndarray:
-            return check_finite_embeddings(raw(texts, is_query), "the model")  # NaN weights: refuse, never cache
+        def encode(texts: Sequence[str], instruction: str | None = None, is_query: bool = False) -> np.ndarray:
+            return check_finite_embeddings(raw(texts, instruction, is_query=is_query), "the model")  # NaN weights: refuse, never cache
 
         self.encode: EncodeFn = cache.wrap(encode) if cache is not None else encode
 
@@ -320,8 +314,8 @@ class HardNegativeMiner:
         if not pool:
             raise ValueError("the candidate pool is empty")
         encoded_queries = [with_instruction(r["query"], r.get("prompt"), cfg.query_instruction) for r in rows]
-        q_emb = self.encode(encoded_queries, True)
-        p_emb = self.encode(pool, False)
+        q_emb = self.encode(encoded_queries, is_query=True)
+        p_emb = self.encode(pool)
         timings["encode"] = time.perf_counter() - start
         positive_floor = self._positive_floor(rows, pool, q_emb, p_emb)
         indices = list(range(len(rows))) if indices is None else list(indices)
@@ -353,7 +347,7 @@ class HardNegativeMiner:
             return None
         where = {_key(text): i for i, text in enumerate(pool)}
         missing = _dedupe(p for r in rows for p in r["pos"] if _key(p) not in where)
-        extra = self.encode(missing, False) if missing else np.empty((0, p_emb.shape[1]), np.float32)
+        extra = self.encode(missing) if missing else np.empty((0, p_emb.shape[1]), np.float32)
         extra_where = {_key(text): i for i, text in enumerate(missing)}
         floor = np.empty(len(rows), dtype=np.float32)
         for i, row in enumerate(rows):
@@ -468,7 +462,7 @@ def _merge(results: list[MiningResult]) -> MiningResult:
 
 
 def mine_jsonl(
-    encoder: EncodeFn | SupportsEncode,
+    encoder: EncodeFn | TextEncoder,
     input_files: str | Sequence[str],
     output: str | os.PathLike,
     config: MiningConfig | None = None,

@@ -101,6 +101,9 @@ def test_encoder_adapter_matches_encode_caches_and_restores_mode() -> None:
     assert not calls  # tokenisation came from the cache
     adapter(texts)
     assert calls  # a different instruction is a different text list
+    np.testing.assert_allclose(adapter(texts, is_query=True), encoder.encode(texts, is_query=True), atol=1e-5)
+    long = ["一个长一点的句子，有很多字。" * 20]
+    assert not np.allclose(adapter(long, is_query=True), adapter(long), atol=1e-4)  # the query limit is shorter
 
 
 def test_encoder_adapter_sharding_splits_the_work() -> None:
@@ -116,9 +119,9 @@ def test_encoder_adapter_sharding_splits_the_work() -> None:
 
     adapters = [EncoderAdapter(encoder, batch_size=4, rank=r, world_size=2, all_gather=fake_gather) for r in (0, 1)]
     for r, adapter in enumerate(adapters):
-        plan = adapter._plan(texts, None)
+        plan = adapter._plan(texts, None, encoder.passage_max_length)
         local = adapter._embed(plan)
-        width = max(len(s) for s in plan.shards)
+        width = max(len(s) for s in plan.shards.parts)
         import torch
 
         shards[r] = torch.cat([local, torch.zeros(width - len(local), local.shape[1])])
@@ -143,9 +146,9 @@ def test_ctem_eval_cli_writes_jsons_and_table(tmp_path: Path, capsys: pytest.Cap
                 f"model_path={model_dir}",
                 f"tasks_dir={tasks_dir}",
                 f"output_dir={tmp_path / 'out'}",
-                "tasks=[TinySTS]",
-                "instructions=false",
-                "batch_size=8",
+                "eval.tasks=[TinySTS]",
+                "eval.instructions=false",
+                "eval.batch_size=8",
                 "progress=false",
             ],
         )

@@ -90,8 +90,8 @@ def file_size_limit(limit_bytes: int) -> Iterator[None]:
         signal.signal(signal.SIGXFSZ, previous)
 
 
-def hashed_encode(texts, is_query):
-    """A deterministic stand-in for a model's encode: unit vectors seeded by the texts."""
+def hashed_encode(texts, instruction=None, is_query=False):
+    """A deterministic stand-in for a model's ``EncodeFn``: unit vectors seeded by the texts."""
     import numpy as np
 
     seeds = [int.from_bytes(hashlib.sha256(t.encode()).digest()[:4], "little") for t in texts]

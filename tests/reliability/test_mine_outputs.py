@@ -48,7 +48,7 @@ def test_output_that_is_the_input_is_refused_and_the_input_kept(tmp_path, tiny_m
         output.symlink_to(data)
     if spelling == "hardlink":
         os.link(data, output)
-    cfg = compose_command("mine", f"model_path={tiny_model}", f"input={data}", f"output={output}", "cache_dir=null", "progress=false")
+    cfg = compose_command("mine", f"model_path={tiny_model}", f"input={data}", f"output={output}", "cache_dir=null", "mining.show_progress=false")
     assert _refusal(cfg) == f"ctem-mine: error: output {output} would overwrite its input {data}; write the output elsewhere"
     assert data.read_bytes() == before
 

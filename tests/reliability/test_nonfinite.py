@@ -84,7 +84,7 @@ def test_eval_refuses_a_nan_model(tmp_path, nan_model) -> None:
 def test_mine_refuses_a_nan_model(tmp_path, nan_model) -> None:
     output = tmp_path / "mined.jsonl"
     proc = run_command("ctem.cli.mine", f"model_path={nan_model}", f"input={write_pairs(tmp_path / 'train.jsonl', 6)}",
-                       f"output={output}", "use_gpu=false", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+                       f"output={output}", "mining.use_gpu=false", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert "non-finite (NaN or inf) embeddings" in command_error(proc, "ctem-mine")
     assert not output.exists()
 

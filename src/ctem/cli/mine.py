@@ -1,7 +1,8 @@
 """``ctem-mine``: mine hard negatives for a JSON-lines training file with a trained model.
 
-``ctem-mine model_path=DIR input=FILE output=FILE [range=[2,200]] [negative_number=15]
-[candidate_pool=FILE] [seed=0] [use_gpu=auto]``; see ``conf/mine.yaml`` and ``docs/mining.md``.
+``ctem-mine model_path=DIR input=FILE output=FILE [candidate_pool=FILE] [mining.range=[2,200]]
+[mining.negative_number=15] [mining.seed=0] [mining.use_gpu=auto]``; see ``conf/mine.yaml``,
+``conf/mining/default.yaml`` and ``docs/mining.md``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 import hydra
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ctem.cli import input_errors_as_messages
@@ -26,29 +28,9 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
-def mining_config(cfg: DictConfig) -> MiningConfig:
-    """:class:`MiningConfig` from the fields of ``conf/mine.yaml``."""
-    return MiningConfig(
-        range=tuple(cfg.range),  # type: ignore[arg-type]
-        negative_number=cfg.negative_number,
-        seed=cfg.seed,
-        query_instruction=cfg.query_instruction,
-        false_negative_margin=cfg.false_negative_margin,
-        keep_existing=cfg.keep_existing,
-        use_gpu=cfg.use_gpu,
-        gpu_ids=_plain(cfg.gpu_ids),
-        index=cfg.index,
-        nlist=cfg.nlist,
-        nprobe=cfg.nprobe,
-        search_batch_size=cfg.search_batch_size,
-        batch_size=cfg.batch_size,
-        show_progress=cfg.progress,
-    )
-
-
 def run(cfg: DictConfig) -> MiningResult:
     """Load the model, mine ``cfg.input`` and write ``cfg.output``."""
-    config = mining_config(cfg)
+    config: MiningConfig = instantiate(cfg.mining)
     check_mining_paths(_plain(cfg.input), cfg.output, _plain(cfg.candidate_pool))  # before the model loads
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     overrides = {k: cfg[k] for k in ("query_max_length", "passage_max_length") if cfg[k] is not None}

@@ -65,12 +65,15 @@ class PairScorer:
         return cls(encoder, **kwargs)
 
     @torch.no_grad()
-    def embed(self, texts: Sequence[str], max_length: int) -> np.ndarray:
-        """Embeddings ``[N, H]`` (the model's output as float64) of ``texts``, in input order."""
-        out = np.zeros((len(texts), self.encoder.dim), dtype=np.float64)
+    def embed(self, texts: Sequence[str], instruction: str | None = None, is_query: bool = False) -> np.ndarray:
+        """Embeddings ``[N, H]`` float32 of ``instruction + text`` for each of ``texts``, in
+        input order, truncated to the query or passage limit (a ``ctem.encoder.EncodeFn``)."""
+        out = np.zeros((len(texts), self.encoder.dim), dtype=np.float32)
         if not texts:
             return out
-        tokens = self.encoder.tokenizer(list(texts), max_length=max_length, truncation=True)
+        max_length = self.query_max_length if is_query else self.passage_max_length
+        texts = [(instruction or "") + t for t in texts]
+        tokens = self.encoder.tokenizer(texts, max_length=max_length, truncation=True)
         ids, types = tokens["input_ids"], tokens.get("token_type_ids")
         by_length: dict[int, list[int]] = defaultdict(list)
         for i, row in enumerate(ids):
@@ -82,8 +85,7 @@ class PairScorer:
                 input_ids = torch.tensor([ids[i] for i in chunk], device=self.device)
                 token_types = torch.tensor([types[i] for i in chunk], device=self.device) if types else None
                 mask = torch.ones_like(input_ids)
-                emb = self.encoder(input_ids, mask, token_types).double().cpu().numpy()
-                out[chunk] = emb
+                out[chunk] = self.encoder(input_ids, mask, token_types).float().cpu().numpy()
         return check_finite_embeddings(out, "the scoring model")
 
     def score(self, queries: Sequence[str], positives: Sequence[str]) -> np.ndarray:
@@ -93,8 +95,8 @@ class PairScorer:
             raise ValueError(f"{len(queries)} queries but {len(positives)} positives")
         unique_q = list(dict.fromkeys(queries))
         unique_p = list(dict.fromkeys(positives))
-        q_emb = self.embed([self.query_instruction + q for q in unique_q], self.query_max_length)
-        p_emb = self.embed([self.passage_instruction + p for p in unique_p], self.passage_max_length)
+        q_emb = self.embed(unique_q, self.query_instruction, is_query=True).astype(np.float64)
+        p_emb = self.embed(unique_p, self.passage_instruction).astype(np.float64)
         q_row = {q: i for i, q in enumerate(unique_q)}
         p_row = {p: i for i, p in enumerate(unique_p)}
         scores = np.empty(len(queries), dtype=np.float64)

@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
+from ctem.encoder import EncodeFn
 from ctem.evaluation.evaluators import (
-    EncodeFn,
     evaluate_classification,
     evaluate_clustering,
     evaluate_pair_classification,

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import numpy as np
 
-
-class EncodeFn(Protocol):
-    """``encode(texts, instruction)`` -> float32 array ``[len(texts), D]``.
-
-    ``instruction`` (or ``None``) is prepended to every text by the implementation.
-    """
-
-    def __call__(self, texts: list[str], instruction: str | None = None) -> np.ndarray: ...
+from ctem.encoder import EncodeFn
 
 
 def encode_unique(
