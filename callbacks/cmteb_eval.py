@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import Callback
 from ctem.evaluation import (
     CMTEBEvaluator,
     EncoderAdapter,
-    EvalSettings,
+    EvalConfig,
     TaskResult,
     averages,
     load_local_tasks,
@@ -40,64 +40,45 @@ class CMTEBEvalCallback(Callback):
 
     Args:
         tasks_dir: folder of local task folders (``../shared/data`` layout).
-        tasks / task_types: task names / types to use (``None``: all).
+        eval: what to evaluate and how (:class:`ctem.evaluation.EvalConfig`, the config
+            node ``eval`` shared with ``ctem-eval``): tasks / task_types to use (``None``:
+            all), query instructions, encoding batch and token limit, evaluator settings.
+            ``query_instruction=None`` evaluates with the instruction the model is being
+            trained with (``pl_module.encoder.query_instruction``), as ``ctem-eval`` does
+            with a saved model. ``None``: the defaults (every task of ``tasks_dir``).
         every_n_steps: evaluate every N optimizer steps (``None``: never by steps).
         on_epoch_end: evaluate at the end of every training epoch.
         on_train_start: evaluate once before the first training step (a baseline).
         on_train_end: evaluate once more when training ends (unless that step was just evaluated).
-        instructions / query_instruction / instruction_task_types / task_instructions:
-            query instructions, as in :class:`ctem.evaluation.EvalSettings`;
-            ``query_instruction=None`` evaluates with the instruction the model is being
-            trained with (``pl_module.encoder.query_instruction``), as ``ctem-eval`` does
-            with a saved model.
-        batch_size / max_length: encoding batch and token limit (``None``: the encoder's
-            passage limit).
         metrics: which scores of each task to log (``None``: all of them; the main score
             is always logged).
         save_best: when ``cmteb/average`` improves, save the encoder
             (``save_pretrained``) to ``best_dir`` and a Lightning checkpoint
             ``best_dir/best.ckpt``.
         best_dir: folder for ``save_best`` (``None``: ``<trainer.default_root_dir>/best_cmteb``).
-        settings: extra :class:`EvalSettings` fields (``k_values``, ``n_experiments`` ...).
     """
 
     def __init__(
         self,
         tasks_dir: str,
-        tasks: Sequence[str] | None = None,
-        task_types: Sequence[str] | None = None,
+        eval: EvalConfig | None = None,  # the config node's name (shadows the builtin here only)
         every_n_steps: int | None = None,
         on_epoch_end: bool = True,
         on_train_start: bool = False,
         on_train_end: bool = False,
-        instructions: bool = True,
-        query_instruction: str | None = None,
-        instruction_task_types: Sequence[str] = ("Retrieval", "Reranking"),
-        task_instructions: dict[str, str | None] | None = None,
-        batch_size: int = 64,
-        max_length: int | None = None,
         metrics: Sequence[str] | None = None,
         save_best: bool = False,
         best_dir: str | None = None,
-        settings: dict[str, Any] | None = None,
     ) -> None:
         if every_n_steps is not None and every_n_steps <= 0:
             raise ValueError(f"every_n_steps must be positive or null, got {every_n_steps}")
-        self.tasks = load_local_tasks(tasks_dir, tasks, task_types)
-        self.settings = EvalSettings(
-            instructions=instructions,
-            query_instruction=query_instruction,
-            instruction_task_types=tuple(instruction_task_types),
-            task_instructions=dict(task_instructions or {}),
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in (settings or {}).items()},
-        )
+        self.config = eval or EvalConfig()
+        self.tasks = load_local_tasks(tasks_dir, self.config.tasks, self.config.task_types)
         self.every_n_steps = every_n_steps
         self.eval_on_epoch_end = on_epoch_end
         self.eval_on_train_start = on_train_start
         self.eval_on_train_end = on_train_end
         self.first_average: float | None = None
-        self.batch_size = batch_size
-        self.max_length = max_length
         self.metrics = None if metrics is None else set(metrics)
         self.save_best = save_best
         self.best_dir = best_dir
@@ -135,7 +116,7 @@ class CMTEBEvalCallback(Callback):
         """Evaluate now (on every rank); log and return the metrics."""
         self._last_step = trainer.global_step
         adapter = self._encoder_adapter(trainer, pl_module)
-        settings = self.settings.for_model(pl_module.encoder.query_instruction)
+        settings = self.config.for_model(pl_module.encoder.query_instruction)
         results = CMTEBEvaluator(self.tasks, settings).run(adapter)
         self.last_results = results
         metrics = self._metrics(results)
@@ -160,8 +141,8 @@ class CMTEBEvalCallback(Callback):
             world = trainer.world_size
             self._adapter = EncoderAdapter(
                 encoder,
-                batch_size=self.batch_size,
-                max_length=self.max_length,
+                batch_size=self.config.batch_size,
+                max_length=self.config.max_length,
                 rank=trainer.global_rank,
                 world_size=world,
                 all_gather=(lambda t: trainer.strategy.all_gather(t)) if world > 1 else None,

@@ -102,7 +102,7 @@ LIMITS: list[tuple[str, str, str]] = [
      "the first 64 rows of each labeled file"),
     (r"experiment=atec_tiny\b", "data.train_files=[{atec_head}]",
      "the first 500 rows of atec.jsonl (re-mining all 6,281 takes a minute)"),
-    (r"\bctem-eval(\s|$)", "tasks=[QbqtcReranking,DuReaderDemoRetrieval]", "2 small tasks of the 15"),
+    (r"\bctem-eval(\s|$)", "eval.tasks=[QbqtcReranking,DuReaderDemoRetrieval]", "2 small tasks of the 15"),
     (r"\bbench/throughput\.py(\s|$)",
      "--repeats 1 --warmup 0 --steps 1 --batch-size 8 --impls ctem st-mnrl --search-max-batch 0",
      "one timed step at batch 8 of ctem and one peer, no batch search"),
@@ -125,7 +125,7 @@ PIPELINE_ENV: dict[str, str] = {
     "PRETRAIN_ARGS": "trainer.max_steps=2 logger=none data.train_files=[{pretrain_head}] data.batch_size=4",
     "CONTRASTIVE_ARGS": "trainer.max_steps=2 logger=none data.train_files=[{unlabeled_head}] data.batch_size=8",
     "FINETUNE_ARGS": "trainer.max_steps=2 logger=none data.batch_size=8",
-    "EVAL_ARGS": "tasks=[QbqtcReranking]",
+    "EVAL_ARGS": "eval.tasks=[QbqtcReranking]",
 }
 
 # Commands that read ../shared/data (directly or through their configs / defaults): skipped,

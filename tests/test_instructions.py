@@ -38,7 +38,7 @@ def files(tmp_path_factory) -> dict:
 def train(compose_train, files, *data: str) -> tuple[Path, list]:
     cfg = compose_train(
         "model=tiny", f"model.tokenizer={files['vocab']}", *data, "logger=none", "trainer.max_steps=2", "data.batch_size=4",
-        "callbacks=cmteb_eval", f"callbacks.cmteb_eval.tasks_dir={files['tasks']}", "callbacks.cmteb_eval.tasks=null",
+        "callbacks=cmteb_eval", f"callbacks.cmteb_eval.tasks_dir={files['tasks']}", "callbacks.cmteb_eval.eval.tasks=null",
         "callbacks.cmteb_eval.on_epoch_end=false", "callbacks.cmteb_eval.on_train_end=true",
     )
     built = run(cfg)
@@ -60,7 +60,7 @@ def test_multitask_records_its_retrieval_instruction_everywhere(compose_train, f
     assert json.loads((model / "config_sentence_transformers.json").read_text("utf-8"))["prompts"]["query"] == BGE_ZH
     assert TextEncoder.from_pretrained(model).query_instruction == BGE_ZH
     assert evaluate(model, files["tasks"], tmp_path / "e1")["TinyRetrieval"] == BGE_ZH
-    assert evaluate(model, files["tasks"], tmp_path / "e2", "query_instruction=none")["TinyRetrieval"] is None
+    assert evaluate(model, files["tasks"], tmp_path / "e2", "eval.query_instruction=none")["TinyRetrieval"] is None
 
     from sentence_transformers import SentenceTransformer
 
@@ -74,7 +74,7 @@ def test_contrastive_without_instruction_is_evaluated_without_one(compose_train,
     assert {r.task: r.instruction for r in during_training}["TinyRetrieval"] is None
     assert json.loads((model / "ctem_config.json").read_text("utf-8"))["query_instruction"] == ""
     assert evaluate(model, files["tasks"], tmp_path / "e1")["TinyRetrieval"] is None
-    assert evaluate(model, files["tasks"], tmp_path / "e2", "query_instruction=bge_zh")["TinyRetrieval"] == BGE_ZH
+    assert evaluate(model, files["tasks"], tmp_path / "e2", "eval.query_instruction=bge_zh")["TinyRetrieval"] == BGE_ZH
 
 
 def test_named_instructions_in_any_setting(compose_train, files) -> None:

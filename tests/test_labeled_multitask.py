@@ -104,6 +104,7 @@ def test_loss_is_logged_per_dataset_as_window_means(run):
 
 def test_hard_negative_refresh_works_on_the_mixture(tmp_path):
     from ctem.callbacks import HardNegativeRefresh
+    from ctem.mining import MiningConfig
 
     vocab = write_vocab(tmp_path)
     data = write_mixture(tmp_path / "data", {"cls": (8, "classification"), "qa": (8, "retrieval")}, negatives=1)
@@ -113,7 +114,7 @@ def test_hard_negative_refresh_works_on_the_mixture(tmp_path):
         encoder.tokenizer, str(data), batch_size=4, train_group_size=2, query_max_length=48, passage_max_length=16,
         cache_dir=str(tmp_path / "cache"),
     )
-    refresh = HardNegativeRefresh(every_n_steps=2, every_n_epochs=None, range=(0, 8), negative_number=2)
+    refresh = HardNegativeRefresh(every_n_steps=2, every_n_epochs=None, mining=MiningConfig(range=(0, 8), negative_number=2))
     trainer = L.Trainer(
         accelerator="cpu", max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, use_distributed_sampler=False, callbacks=[refresh],

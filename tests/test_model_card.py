@@ -52,7 +52,7 @@ def train(compose_train, *overrides: str) -> Path:
 
 
 def eval_callback(files: dict) -> list[str]:
-    return ["callbacks=cmteb_eval", f"callbacks.cmteb_eval.tasks_dir={files['tasks']}", "callbacks.cmteb_eval.tasks=null",
+    return ["callbacks=cmteb_eval", f"callbacks.cmteb_eval.tasks_dir={files['tasks']}", "callbacks.cmteb_eval.eval.tasks=null",
             "callbacks.cmteb_eval.on_epoch_end=false", "callbacks.cmteb_eval.on_train_end=true"]
 
 

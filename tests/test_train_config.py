@@ -39,3 +39,27 @@ def test_resumed_run_says_where_its_earlier_part_lives(tmp_path) -> None:
     assert second["trainer"].global_step == 4
     note = (second["run_dir"] / "resumed_from.txt").read_text()
     assert str(ckpt.resolve()) in note and str(first["run_dir"]) in note
+
+
+ADAMW = {"weight_decay": 0.01, "betas": [0.9, 0.999], "eps": 1e-8, "scheduler": "linear", "warmup_ratio": 0.1, "warmup_steps": None}
+
+
+@pytest.mark.parametrize(("stage", "lr"), [("contrastive", 1e-4), ("multitask", 1e-5), ("retromae", 1e-4)])
+def test_every_stage_takes_the_optimizer_group_with_its_own_lr(compose_train, stage, lr) -> None:
+    from omegaconf import OmegaConf
+
+    optimizer = OmegaConf.to_container(compose_train(f"stage={stage}").stage.optimizer)
+    assert optimizer == {"lr": lr, **ADAMW}
+    overridden = compose_train(f"stage={stage}", "stage.optimizer.lr=3e-3", "stage.optimizer.warmup_steps=5").stage.optimizer
+    assert (overridden.lr, overridden.warmup_steps, overridden.weight_decay) == (3e-3, 5, 0.01)
+
+
+def test_the_stage_module_receives_the_optimizer_settings(compose_train, tmp_path) -> None:
+    from hydra.utils import instantiate
+
+    from tests.helpers.tiny import tiny_encoder, write_vocab
+
+    cfg = compose_train("stage=contrastive", "stage.optimizer.lr=5e-4", "stage.optimizer.scheduler=cosine")
+    module = instantiate(cfg.stage, encoder=tiny_encoder(write_vocab(tmp_path)))
+    assert (module.optimizer_config.lr, module.optimizer_config.scheduler, module.optimizer_config.betas) == (5e-4, "cosine", (0.9, 0.999))
+    assert module.hparams["optimizer"]["lr"] == 5e-4  # plain data: checkpoints hold it

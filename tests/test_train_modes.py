@@ -64,7 +64,7 @@ def first_step_dropout(compose_train, *overrides: str) -> DropoutModeProbe:
 def test_every_dropout_module_trains_at_the_first_step(compose_train, sources, stage, source, evaluation) -> None:
     callbacks = ["callbacks=none"]
     if evaluation:
-        callbacks = ["callbacks=cmteb_eval", f"callbacks.cmteb_eval.tasks_dir={sources['tasks']}", "callbacks.cmteb_eval.tasks=null",
+        callbacks = ["callbacks=cmteb_eval", f"callbacks.cmteb_eval.tasks_dir={sources['tasks']}", "callbacks.cmteb_eval.eval.tasks=null",
                      "callbacks.cmteb_eval.on_train_start=true", "callbacks.cmteb_eval.on_epoch_end=false"]
     probe = first_step_dropout(compose_train, *STAGE_DATA[stage], *sources["data"][stage], *sources["models"][source], *callbacks)
     assert probe.total and probe.total > 0

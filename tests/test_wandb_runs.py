@@ -76,7 +76,7 @@ def sweep(tmp_path_factory) -> Path:
         [sys.executable, str(ROOT / "train.py"), "-m", "model=tiny", f"model.tokenizer={vocab}", "data=pairs",
          f"data.train_files=[{data}]", "data.train_group_size=1", "data.batch_size=8,16", "trainer.max_steps=3",
          "trainer.log_every_n_steps=1", "callbacks=cmteb_eval", f"callbacks.cmteb_eval.tasks_dir={tasks}",
-         "callbacks.cmteb_eval.tasks=null", "logger=wandb", f"hydra.sweep.dir={out}"],
+         "callbacks.cmteb_eval.eval.tasks=null", "logger=wandb", f"hydra.sweep.dir={out}"],
         cwd=tmp, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]

@@ -19,8 +19,7 @@ from ctem.evaluation.mteb_format import (  # noqa: E402
     mteb_results_dir,
     mteb_task_name,
     mteb_task_record,
-    write_mteb_model_meta,
-    write_mteb_task_json,
+    write_mteb_results,
 )
 from ctem.evaluation.tasks import Task  # noqa: E402
 
@@ -29,13 +28,12 @@ def test_mteb_reader_loads_every_task_file(tmp_path: Path) -> None:
     tasks = load_local_tasks(make_tiny_tasks(tmp_path / "tasks"))
     results = CMTEBEvaluator(tasks).run(bag_of_chars)
     out = tmp_path / "out"
-    write_mteb_model_meta(out, "tiny", 64)
-    for task, result in zip(tasks, results):
-        write_task_json(result, out, "tiny", "0.1.0")
-        write_mteb_task_json(result, task, out, "tiny")
-
     folder = mteb_results_dir(out, "tiny")
     assert folder == out / "mteb" / "results" / "local__tiny" / "no_revision_available"
+    write_mteb_results(results, tasks, folder, "tiny", 64)
+    for result in results:
+        write_task_json(result, out, "tiny", "0.1.0")
+
     assert not list(folder.glob(".*.tmp")), "temporary files renamed away"
     for result in results:
         assert json.loads((out / f"{result.task}.json").read_text())["task"] == result.task  # ctem's file stays
@@ -95,8 +93,8 @@ def test_ctem_eval_cli_writes_mteb_folder(tmp_path: Path) -> None:
                 f"tasks_dir={make_tiny_tasks(tmp_path / 'tasks')}",
                 f"output_dir={tmp_path / 'out'}",
                 "model_name=org/tiny",
-                "tasks=[TinySTS]",
-                "batch_size=8",
+                "eval.tasks=[TinySTS]",
+                "eval.batch_size=8",
                 "progress=false",
             ],
         )

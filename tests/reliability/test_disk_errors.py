@@ -29,8 +29,8 @@ def test_ctem_mine_on_a_full_disk(tmp_path, tiny_model) -> None:
 
     data = write_pairs(tmp_path / "train.jsonl", 200)
     out = tmp_path / "out" / "mined.jsonl"
-    cfg = compose_command("mine", f"model_path={tiny_model}", f"input={data}", f"output={out}", "cache_dir=null", "progress=false",
-                          "range=[0,50]", "negative_number=15")
+    cfg = compose_command("mine", f"model_path={tiny_model}", f"input={data}", f"output={out}", "cache_dir=null", "mining.show_progress=false",
+                          "mining.range=[0,50]", "mining.negative_number=15")
     with file_size_limit(20_000):
         message = _message("ctem-mine", run, cfg)
     assert message == f"ctem-mine: error: {out}: File too large"
@@ -41,7 +41,7 @@ def test_ctem_eval_on_a_full_disk_leaves_no_truncated_result(tmp_path, tiny_mode
     from ctem.cli.eval import run
 
     out = tmp_path / "out"
-    cfg = compose_command("eval", f"model_path={tiny_model}", f"tasks_dir={ASSETS_DIR / 'quickstart' / 'dev'}", "tasks=[QuickstartRetrieval]",
+    cfg = compose_command("eval", f"model_path={tiny_model}", f"tasks_dir={ASSETS_DIR / 'quickstart' / 'dev'}", "eval.tasks=[QuickstartRetrieval]",
                           f"output_dir={out}", "progress=false")
     with file_size_limit(1_000):
         message = _message("ctem-eval", run, cfg)

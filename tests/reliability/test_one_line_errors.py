@@ -56,7 +56,7 @@ def test_train_input_errors_are_one_line(tmp_path, case) -> None:
 
 def test_eval_max_length_below_the_special_tokens_is_one_line(tmp_path, tiny_model) -> None:
     proc = run_command("ctem.cli.eval", f"model_path={tiny_model}", f"tasks_dir={sts_task(tmp_path)}", f"output_dir={tmp_path / 'out'}",
-                       "max_length=1", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+                       "eval.max_length=1", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert "max_length=1: must be an integer of at least 3" in command_error(proc, "ctem-eval")
 
 
@@ -68,7 +68,7 @@ def test_mine_input_errors_are_one_line(tmp_path, tiny_model, case) -> None:
         data.write_text(SURROGATE, encoding="utf-8")
         extra, fragment = [], f"{data}:1: invalid text: a lone UTF-16 surrogate"
     proc = run_command("ctem.cli.mine", f"model_path={tiny_model}", f"input={data}", f"output={tmp_path / 'mined.jsonl'}",
-                       "use_gpu=false", *extra, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+                       "mining.use_gpu=false", *extra, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert fragment in command_error(proc, "ctem-mine")
     assert not (tmp_path / "mined.jsonl").exists()
 

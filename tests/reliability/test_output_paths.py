@@ -13,7 +13,7 @@ from ctem.cli import input_errors_as_messages
 from ctem.cli.eval import run as eval_run
 from ctem.config import ASSETS_DIR
 from ctem.evaluation import TaskResult, write_task_json
-from ctem.evaluation.mteb_format import write_mteb_model_meta
+from ctem.evaluation.mteb_format import mteb_results_dir, mteb_task_file
 from tests.reliability.conftest import compose_command
 
 STS = ASSETS_DIR / "quickstart" / "dev" / "QuickstartSTS"
@@ -71,7 +71,7 @@ def test_names_differing_only_in_case_would_share_a_file_on_many_systems(tmp_pat
 
 
 def test_a_task_selected_twice_is_an_error(tmp_path, tiny_model) -> None:
-    message = _evaluate(tmp_path, tiny_model, _tasks(tmp_path, "One"), "tasks=[One,One]")
+    message = _evaluate(tmp_path, tiny_model, _tasks(tmp_path, "One"), "eval.tasks=[One,One]")
     assert message == "ctem-eval: error: task 'One' is selected twice; list each task once"
 
 
@@ -89,7 +89,9 @@ def test_the_writers_refuse_names_that_leave_the_folder(tmp_path) -> None:
     with pytest.raises(OutputPathError, match="path separator"):
         write_task_json(result, tmp_path / "out", "m", "0")
     with pytest.raises(OutputPathError):
-        write_mteb_model_meta(tmp_path / "out", "..\\..\\x", 8)
+        mteb_results_dir(tmp_path / "out", "..\\..\\x")
+    with pytest.raises(OutputPathError, match="path separator"):
+        mteb_task_file(result.task)
     assert _files(tmp_path) == set()
 
 

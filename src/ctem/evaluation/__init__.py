@@ -2,8 +2,11 @@
 
 Evaluators see only an ``encode(texts, instruction=None) -> float32 [N, D]`` callable;
 :class:`~ctem.evaluation.encoding.EncoderAdapter` builds one from a ``TextEncoder``.
+:class:`~ctem.evaluation.config.EvalConfig` holds what ``ctem-eval`` and the training callback
+evaluate and how (the ``eval`` settings node).
 """
 
+from ctem.evaluation.config import EvalConfig
 from ctem.evaluation.encoding import EncoderAdapter
 from ctem.evaluation.registry import CMTEB_TASKS, HubTaskSpec, load_hub_task, load_hub_tasks
 from ctem.evaluation.report import write_summary, write_task_json
@@ -26,6 +29,7 @@ __all__ = [
     "CMTEBEvaluator",
     "CMTEB_TASKS",
     "EncoderAdapter",
+    "EvalConfig",
     "EvalSettings",
     "HubTaskSpec",
     "TASK_TYPES",

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from ctem.evaluation.registry import CMTEB_TASKS
 from ctem.evaluation.runner import TaskResult
@@ -75,9 +75,14 @@ def mteb_results_dir(out_dir: str | Path, model_name: str) -> Path:
     return confined_path(out_dir, MTEB_DIR, "results", folder, MODEL_REVISION)
 
 
+def mteb_task_file(task_name: str) -> str:
+    """``<TaskName>.json`` (mteb's task name); ``OutputPathError`` unless a plain file name."""
+    return f"{check_file_name(mteb_task_name(task_name), 'task name')}.json"
+
+
 def mteb_task_path(out_dir: str | Path, model_name: str, task_name: str) -> Path:
-    """``<TaskName>.json`` (mteb's task name) in the model's mteb results folder."""
-    return confined_path(mteb_results_dir(out_dir, model_name), f"{check_file_name(mteb_task_name(task_name), 'task name')}.json")
+    """The task's :func:`mteb_task_file` in the model's mteb results folder."""
+    return confined_path(mteb_results_dir(out_dir, model_name), mteb_task_file(task_name))
 
 
 def mteb_task_record(result: TaskResult, task: Task) -> dict[str, Any]:
@@ -126,12 +131,13 @@ def write_json_atomic(data: Any, path: Path) -> Path:
     return path
 
 
-def write_mteb_model_meta(out_dir: str | Path, model_name: str, embed_dim: int | None) -> Path:
-    """Write ``model_meta.json`` into the model's mteb results folder."""
-    path = mteb_results_dir(out_dir, model_name) / MODEL_META_FILE
-    return write_json_atomic(mteb_model_meta(model_name, embed_dim), path)
-
-
-def write_mteb_task_json(result: TaskResult, task: Task, out_dir: str | Path, model_name: str) -> Path:
-    """Write ``<TaskName>.json`` (mteb's task name) into the model's mteb results folder."""
-    return write_json_atomic(mteb_task_record(result, task), mteb_task_path(out_dir, model_name, result.task))
+def write_mteb_results(
+    results: Sequence[TaskResult], tasks: Sequence[Task], folder: str | Path, model_name: str, embed_dim: int | None
+) -> None:
+    """Write ``model_meta.json`` and each result's ``<TaskName>.json`` (mteb's task name) into
+    ``folder``: the model's results folder (:func:`mteb_results_dir`) or a staging folder
+    moved there when complete; ``tasks`` holds the task of every result."""
+    by_name = {task.name: task for task in tasks}
+    write_json_atomic(mteb_model_meta(model_name, embed_dim), confined_path(folder, MODEL_META_FILE))
+    for result in results:
+        write_json_atomic(mteb_task_record(result, by_name[result.task]), confined_path(folder, mteb_task_file(result.task)))

@@ -17,8 +17,9 @@ from ctem.evaluation.runner import TaskResult, averages
 from ctem.evaluation.tasks import TASK_TYPES
 from ctem.files import check_file_name, confined_path, write_text_atomic
 
-# Files of the whole evaluation, beside the per-task <task>.json.
-SUMMARY_FILES: tuple[str, ...] = ("summary.md", "summary.csv", "tasks.csv")
+# Files of the whole evaluation, beside the per-task <task>.json, in the order they are
+# written (summary.csv, the one that says a set is complete, last).
+SUMMARY_FILES: tuple[str, ...] = ("summary.md", "tasks.csv", "summary.csv")
 
 TABLE2_LABELS: dict[str, str] = {
     "Retrieval": "Retrieval",
