@@ -10,7 +10,7 @@ without restarting the fit. It logs ``negatives/mining_seconds`` and
 previous list).
 
 Under DDP each rank encodes every ``world_size``-th text of the length order
-(``ctem.evaluation.EncoderAdapter``) and the embeddings are all-gathered; each rank then
+(``ctem.encoding.EncoderAdapter``) and the embeddings are all-gathered; each rank then
 searches and samples for every ``world_size``-th row (per-row seeded, so the result does not
 depend on the number of ranks) and the negatives are all-gathered back into row order
 (``ctem.distributed.RankShards``), so every rank sets identical negatives.
@@ -27,7 +27,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from ctem.distributed import RankShards
-from ctem.evaluation.encoding import EncoderAdapter
+from ctem.encoding import EncoderAdapter
 from ctem.mining import HardNegativeMiner, MiningConfig, candidate_pool, read_candidate_pool
 
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Literal, Protocol, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, PreTrainedTokenizerBase
 
+from ctem.encoding import EncoderAdapter
 from ctem.files import COMPLETE_MARKER, check_complete, staged_folder, write_complete_marker
 from ctem.instructions import resolve_instruction
 from ctem.packing import packed_hidden
@@ -29,19 +29,6 @@ Pooling = Literal["cls", "mean", "last"]
 POOLING_MODES: tuple[str, ...] = ("cls", "mean", "last")
 CTEM_CONFIG_NAME = "ctem_config.json"
 
-
-class EncodeFn(Protocol):
-    """How evaluation, mining, curation scoring and the refresh callback embed text:
-    ``encode(texts, instruction=None, is_query=False)`` -> float32 ``[len(texts), D]``, row
-    ``i`` the embedding of ``texts[i]``.
-
-    ``instruction`` (or ``None``) is prepended to every text by the implementation;
-    ``is_query`` marks queries (a ``TextEncoder`` truncates them to ``query_max_length``).
-    An implementation may be collective under DDP (``ctem.evaluation.EncoderAdapter`` with
-    ``world_size > 1``): every rank calls it with the same arguments and gets the whole array.
-    """
-
-    def __call__(self, texts: Sequence[str], instruction: str | None = None, is_query: bool = False) -> np.ndarray: ...
 
 # sentence-transformers (v2 .. v6 read this layout) pooling flags for each ctem pooling.
 _ST_POOLING_FLAGS = {
@@ -257,32 +244,15 @@ class TextEncoder(nn.Module):
         No gradients, eval mode (restored afterwards). Texts are processed longest first
         so batches carry little padding; the output keeps the input order. ``instruction``
         is prepended to every text. ``max_length`` defaults to the query or passage limit.
+        The ``ctem.encoding.EncoderAdapter`` of evaluation and mining does the work, so
+        every path embeds a text the same way (non-finite embeddings raise
+        ``ctem.finite.NonFiniteError``).
         """
-        texts = list(texts)
-        if instruction:
-            texts = [instruction + t for t in texts]
-        limit = max_length or (self.query_max_length if is_query else self.passage_max_length)
-        was_training = self.training
-        self.eval()
         if device is not None:
             self.to(device)
-        target = self.device
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-        out = torch.empty(len(texts), self.dim, dtype=torch.float32)
-        try:
-            for start in tqdm(
-                range(0, len(texts), batch_size),
-                desc="encode",
-                disable=not show_progress_bar,
-                leave=False,
-            ):
-                idx = order[start : start + batch_size]
-                batch = self.tokenize([texts[i] for i in idx], limit)
-                batch = {k: v.to(target) for k, v in batch.items()}
-                out[torch.as_tensor(idx)] = self(**batch).float().cpu()
-        finally:
-            self.train(was_training)
-        return out.numpy() if convert_to_numpy else out
+        encode = EncoderAdapter(self, batch_size, max_length, cache_tokenization=False, show_progress=show_progress_bar)
+        out = encode(texts, instruction, is_query=is_query)
+        return out if convert_to_numpy else torch.from_numpy(out)
 
     # ----------------------------------------------------------------- saving
     def save_pretrained(

@@ -1,8 +1,8 @@
 """Hard-negative mining: embed queries and a candidate pool, search with faiss, sample negatives.
 
-``HardNegativeMiner`` sees only an encode function (``ctem.encoder.EncodeFn``, called as
+``HardNegativeMiner`` sees only an encode function (``ctem.encoding.EncodeFn``, called as
 ``encode(texts, is_query=...) -> [N, H]``; a :class:`ctem.TextEncoder` is wrapped in
-``ctem.evaluation.EncoderAdapter``) and texts; ``ctem-mine`` and the
+``ctem.encoding.EncoderAdapter``) and texts; ``ctem-mine`` and the
 ``ctem.callbacks.HardNegativeRefresh`` callback both use it, so offline mining and refreshing
 negatives during training follow one code path.
 
@@ -33,8 +33,8 @@ from typing import Any, Iterable, Literal, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from ctem.encoder import EncodeFn, TextEncoder
-from ctem.evaluation.encoding import EncoderAdapter
+from ctem.encoder import TextEncoder
+from ctem.encoding import EncodeFn, EncoderAdapter
 from ctem.files import atomic_path, atomic_writer, check_not_inputs
 from ctem.finite import check_finite_embeddings
 from ctem.instructions import resolve_instruction

@@ -67,7 +67,7 @@ class PairScorer:
     @torch.no_grad()
     def embed(self, texts: Sequence[str], instruction: str | None = None, is_query: bool = False) -> np.ndarray:
         """Embeddings ``[N, H]`` float32 of ``instruction + text`` for each of ``texts``, in
-        input order, truncated to the query or passage limit (a ``ctem.encoder.EncodeFn``)."""
+        input order, truncated to the query or passage limit (a ``ctem.encoding.EncodeFn``)."""
         out = np.zeros((len(texts), self.encoder.dim), dtype=np.float32)
         if not texts:
             return out

@@ -1,13 +1,13 @@
 """C-MTEB evaluation: tasks, one evaluator per task type, a runner and reports.
 
 Evaluators see only an ``encode(texts, instruction=None) -> float32 [N, D]`` callable;
-:class:`~ctem.evaluation.encoding.EncoderAdapter` builds one from a ``TextEncoder``.
+:class:`~ctem.encoding.EncoderAdapter` (re-exported here) builds one from a ``TextEncoder``.
 :class:`~ctem.evaluation.config.EvalConfig` holds what ``ctem-eval`` and the training callback
 evaluate and how (the ``eval`` settings node).
 """
 
 from ctem.evaluation.config import EvalConfig
-from ctem.evaluation.encoding import EncoderAdapter
+from ctem.encoding import EncoderAdapter
 from ctem.evaluation.registry import CMTEB_TASKS, HubTaskSpec, load_hub_task, load_hub_tasks
 from ctem.evaluation.report import write_summary, write_task_json
 from ctem.evaluation.runner import (

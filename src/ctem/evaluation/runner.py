@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
-from ctem.encoder import EncodeFn
+from ctem.encoding import EncodeFn
 from ctem.evaluation.evaluators import (
     evaluate_classification,
     evaluate_clustering,

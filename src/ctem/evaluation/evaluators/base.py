@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ctem.encoder import EncodeFn
+from ctem.encoding import EncodeFn
 
 
 def encode_unique(

@@ -1,5 +1,7 @@
-"""The ``ctem.encoder.EncodeFn`` of a ctem ``TextEncoder``, used by evaluation, mining and
-the hard-negative refresh callback.
+"""How ctem embeds text outside training: one protocol, :class:`EncodeFn`, and its one
+implementation for a ctem ``TextEncoder``, :class:`EncoderAdapter`, used by
+``TextEncoder.encode``, evaluation, mining, curation scoring and the hard-negative refresh
+callback.
 
 :class:`EncoderAdapter` implements ``encode(texts, instruction=None, is_query=False)``:
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -29,6 +31,21 @@ from tqdm.auto import tqdm
 from ctem.distributed import AllGather, RankShards
 from ctem.finite import check_finite_embeddings
 from ctem.tokenization import check_max_length
+
+
+class EncodeFn(Protocol):
+    """How evaluation, mining, curation scoring and the refresh callback embed text:
+    ``encode(texts, instruction=None, is_query=False)`` -> float32 ``[len(texts), D]``, row
+    ``i`` the embedding of ``texts[i]``.
+
+    ``instruction`` (or ``None``) is prepended to every text by the implementation;
+    ``is_query`` marks queries (a ``TextEncoder`` truncates them to ``query_max_length``).
+    An implementation may be collective under DDP (:class:`EncoderAdapter` with
+    ``world_size > 1``): every rank calls it with the same arguments and gets the whole array.
+    """
+
+    def __call__(self, texts: Sequence[str], instruction: str | None = None, is_query: bool = False) -> np.ndarray: ...
+
 
 
 @dataclass
