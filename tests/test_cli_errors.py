@@ -39,3 +39,31 @@ def test_batch_larger_than_the_data_is_one_line(tmp_path) -> None:
         "but the data has 776: lower data.batch_size or add data"
     ), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("module", "override", "message"),
+    [
+        ("ctem.cli.eval", "tasks=[ATEC]", "ctem-eval: error: tasks is now eval.tasks (README.md, 'Changed override paths'): use eval.tasks=[ATEC]"),
+        ("ctem.cli.eval", "settings.k_values=[1]", "ctem-eval: error: settings.k_values is now eval.k_values"),
+        ("ctem.cli.mine", "nprobe=8", "ctem-mine: error: nprobe is now mining.nprobe"),
+        ("ctem.cli.mine", "progress=false", "ctem-mine: error: progress is now mining.show_progress"),
+        ("ctem.cli.train", "callbacks.cmteb_eval.batch_size=8", "ctem-train: error: callbacks.cmteb_eval.batch_size is now callbacks.cmteb_eval.eval.batch_size"),
+        ("ctem.cli.train", "+callbacks.hard_negative_refresh.nprobe=8", "ctem-train: error: callbacks.hard_negative_refresh.nprobe is now callbacks.hard_negative_refresh.mining.nprobe"),
+    ],
+)
+def test_a_moved_override_path_names_the_new_one(tmp_path, module, override, message) -> None:
+    proc = command(module, override, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), proc.stderr[-2000:]
+    assert not (tmp_path / "run").exists(), "nothing ran"
+
+
+def test_the_new_paths_are_not_refused() -> None:
+    from ctem.cli import moved_override
+
+    assert moved_override("ctem-eval", "eval.tasks=[ATEC]") is None
+    assert moved_override("ctem-mine", "mining.seed=1") is None
+    assert moved_override("ctem-train", "data.batch_size=64") is None
+    assert moved_override("ctem-train", "callbacks.cmteb_eval.every_n_steps=10") is None

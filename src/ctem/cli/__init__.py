@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import sys
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 from hydra.errors import InstantiationException
 from omegaconf.errors import MissingMandatoryValue
@@ -25,6 +27,21 @@ INPUT_ERRORS: tuple[type[Exception], ...] = (
     SettingError,
     NonFiniteError,  # a run that diverged, a model with NaN weights
 )
+_EVAL_KEYS = ("tasks", "task_types", "instructions", "query_instruction", "instruction_task_types", "task_instructions", "batch_size", "max_length")
+_MINING_KEYS = ("range", "negative_number", "seed", "query_instruction", "false_negative_margin", "keep_existing", "use_gpu", "gpu_ids",
+                "index", "nlist", "nprobe", "search_batch_size", "batch_size")
+# Override paths that moved when the evaluation and mining settings became one node each
+# (README, "Changed override paths"): old path (or prefix) -> new, per command.
+MOVED_OVERRIDES: dict[str, dict[str, str]] = {
+    "ctem-eval": {**{k: f"eval.{k}" for k in _EVAL_KEYS}, "settings": "eval"},
+    "ctem-mine": {**{k: f"mining.{k}" for k in _MINING_KEYS}, "progress": "mining.show_progress"},
+    "ctem-train": {
+        **{f"callbacks.cmteb_eval.{k}": f"callbacks.cmteb_eval.eval.{k}" for k in _EVAL_KEYS},
+        "callbacks.cmteb_eval.settings": "callbacks.cmteb_eval.eval",
+        **{f"callbacks.hard_negative_refresh.{k}": f"callbacks.hard_negative_refresh.mining.{k}" for k in (*_MINING_KEYS, "show_progress")},
+        **{f"data.{k}": f"data.loader.{k}" for k in ("num_workers", "pin_memory", "persistent_workers")},
+    },
+}
 # The setting that allows a model's own code, per command (default: trust_remote_code).
 TRUST_SETTINGS = {"ctem-train": "model.trust_remote_code", "ctem-curate": "scorer.trust_remote_code"}
 
@@ -58,3 +75,33 @@ def input_errors_as_messages(command: str) -> Iterator[None]:
         if message is None:
             raise
         raise SystemExit(message) from None
+
+
+def moved_override(command: str, override: str) -> str | None:
+    """The one-line error for a command-line override whose path moved, else ``None``
+    (``tasks=[A]`` of ctem-eval: ``tasks is now eval.tasks``)."""
+    key = override.lstrip("+~").split("=", 1)[0]
+    for old, new in MOVED_OVERRIDES.get(command, {}).items():
+        if key == old or key.startswith(old + "."):
+            moved = new + key[len(old):]
+            return f"{command}: error: {key} is now {moved} (README.md, 'Changed override paths'): use {override.replace(key, moved, 1)}"
+    return None
+
+
+def refuse_moved_overrides(command: str) -> Callable[[Callable[[], None]], Callable[[], None]]:
+    """Decorate a Hydra main: before Hydra parses ``sys.argv``, an override of a moved path
+    exits with status 1 and one line naming the new path (Hydra alone prints five lines
+    saying the key is not in the config)."""
+
+    def decorate(main: Callable[[], None]) -> Callable[[], None]:
+        @functools.wraps(main)
+        def checked() -> None:
+            for override in sys.argv[1:]:
+                message = None if override.startswith("-") else moved_override(command, override)
+                if message:
+                    raise SystemExit(message)
+            main()
+
+        return checked
+
+    return decorate

@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ctem import TextEncoder, __version__
-from ctem.cli import input_errors_as_messages
+from ctem.cli import input_errors_as_messages, refuse_moved_overrides
 from ctem.config import config_dir, register_resolvers
 from ctem.evaluation import (
     CMTEBEvaluator,
@@ -121,6 +121,7 @@ def run(cfg: DictConfig) -> list[TaskResult]:
 register_resolvers()
 
 
+@refuse_moved_overrides("ctem-eval")
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
 def main(cfg: DictConfig) -> None:
     with input_errors_as_messages("ctem-eval"):

@@ -15,7 +15,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ctem.cli import input_errors_as_messages
+from ctem.cli import input_errors_as_messages, refuse_moved_overrides
 from ctem.config import config_dir, register_resolvers
 from ctem.encoder import TextEncoder
 from ctem.mining import EmbeddingCache, MiningConfig, MiningResult, check_mining_paths, mine_jsonl, model_fingerprint
@@ -57,6 +57,7 @@ def run(cfg: DictConfig) -> MiningResult:
 register_resolvers()
 
 
+@refuse_moved_overrides("ctem-mine")
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="mine")
 def main(cfg: DictConfig) -> None:
     with input_errors_as_messages("ctem-mine"):

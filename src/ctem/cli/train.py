@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ctem.callbacks.interrupt import InterruptCheckpoint
-from ctem.cli import input_errors_as_messages
+from ctem.cli import input_errors_as_messages, refuse_moved_overrides
 from ctem.config import config_dir, register_resolvers
 from ctem.files import atomic_writer
 from ctem.wandb_runs import end_wandb_runs
@@ -113,6 +113,7 @@ def report(cfg: DictConfig, trainer: L.Trainer) -> None:
 register_resolvers()
 
 
+@refuse_moved_overrides("ctem-train")
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> None:
     with input_errors_as_messages("ctem-train"):
