@@ -127,8 +127,8 @@ class HardNegativeRefresh(Callback):
         if getattr(loader, "num_workers", 0) > 0 and getattr(loader, "persistent_workers", False):
             rank_zero_warn(
                 "HardNegativeRefresh: the train dataloader keeps persistent worker processes, which "
-                "hold their own copy of the data and never see refreshed negatives; use num_workers=0 "
-                "or non-persistent workers"
+                "hold their own copy of the data and never see refreshed negatives; use data.loader.num_workers=0 "
+                "or data.loader.persistent_workers=false"
             )
         if self._resume_pending:
             self._resume_pending = False

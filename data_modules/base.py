@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 import datasets
 import datasets.distributed
@@ -12,7 +13,52 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampl
 
 from ctem.distributed import rank_and_world
 from ctem.rows import DataSizeError, describe_source
+from ctem.settings import SettingError
 from ctem.data_modules.resume import Position, ResumableDataLoader, SkippableBatches, rng_states
+
+
+@dataclass
+class LoaderConfig:
+    """How every ctem DataModule loads its batches (``conf/loader/default.yaml``, the
+    ``data.loader`` node of every ``data`` config). A bad value raises ``SettingError``
+    naming it (``data.loader.num_workers=-1: must be a whole number >= 0``).
+
+    Args:
+        num_workers: DataLoader worker processes (``0``: load in the training process).
+            The collators run there (RetroMAE draws its masks there).
+        pin_memory: page-locked host memory for faster copies to the GPU.
+        persistent_workers: keep worker processes alive between epochs (only with
+            ``num_workers > 0``). Such workers hold their own copy of the data, so negatives
+            refreshed during training never reach them, and a run resumed after its first
+            epoch cannot restore their random states (it warns).
+    """
+
+    num_workers: int = 0
+    pin_memory: bool = False
+    persistent_workers: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise SettingError("data.loader.num_workers", self.num_workers, "must be a whole number >= 0")
+        for name in ("pin_memory", "persistent_workers"):
+            if not isinstance(getattr(self, name), bool):
+                raise SettingError(f"data.loader.{name}", getattr(self, name), "must be true or false")
+
+    @classmethod
+    def of(cls, loader: LoaderConfig | Mapping[str, Any] | None) -> LoaderConfig:
+        """``loader`` as a ``LoaderConfig``: the defaults for ``None``, one built from a
+        mapping of its fields (an unknown one raises ``SettingError``)."""
+        if loader is None:
+            return cls()
+        if isinstance(loader, cls):
+            return loader
+        if isinstance(loader, Mapping):
+            known = sorted(cls.__dataclass_fields__)
+            unknown = sorted(set(loader) - set(known))
+            if unknown:
+                raise SettingError(f"data.loader.{unknown[0]}", loader[unknown[0]], f"unknown setting; known: {known}")
+            return cls(**loader)
+        raise TypeError(f"loader must be a LoaderConfig, a mapping of its fields or None, got {type(loader).__name__}")
 
 
 class EpochSeededSampler(DistributedSampler):
@@ -27,8 +73,9 @@ class ShardedDataModule(L.LightningDataModule):
     """Base of ctem's DataModules: they shard the data per rank themselves (so trainer
     configs set ``use_distributed_sampler: false``) and build their loader here.
 
-    Subclasses set ``batch_size``, ``seed``, ``num_workers``, ``pin_memory``,
-    ``persistent_workers`` and ``drop_last``.
+    Subclasses call ``super().__init__(loader)`` (the ``LoaderConfig`` every module takes,
+    kept as ``self.loader``) and set ``batch_size``, ``seed`` and, for ``sharded_loader``,
+    ``drop_last``.
 
     Checkpoints hold where the run stands in its data and its random states
     (``state_dict``); a run resumed from one continues with the next batch of the same
@@ -37,13 +84,14 @@ class ShardedDataModule(L.LightningDataModule):
 
     batch_size: int
     seed: int
-    num_workers: int
-    pin_memory: bool
-    persistent_workers: bool
     drop_last: bool
 
     _resume_at: Position | None = None
     _train_loader: ResumableDataLoader | None = None
+
+    def __init__(self, loader: LoaderConfig | Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        self.loader = LoaderConfig.of(loader)
 
     def state_dict(self) -> dict[str, Any]:
         """While fitting: the ``epoch``, the batches of it trained on (``batches_done``) and
@@ -81,14 +129,14 @@ class ShardedDataModule(L.LightningDataModule):
         return rows
 
     def _loader_options(self) -> dict[str, Any]:
-        """Worker settings; with workers, a generator of their seeds, seeded by ``seed`` and
-        the rank (so a resumed run can seed them again as the interrupted one did)."""
-        workers = self.num_workers > 0
+        """The ``loader`` settings; with workers, a generator of their seeds, seeded by
+        ``seed`` and the rank (so a resumed run can seed them again as the interrupted one did)."""
+        workers = self.loader.num_workers > 0
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.rank_world()[0]) if workers else None
         return dict(
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers and workers,
+            num_workers=self.loader.num_workers,
+            pin_memory=self.loader.pin_memory,
+            persistent_workers=self.loader.persistent_workers and workers,
             generator=generator,
         )
 

@@ -52,7 +52,7 @@ from ctem.rows import (
     require_text,
     table_row,
 )
-from ctem.data_modules.base import ShardedDataModule
+from ctem.data_modules.base import LoaderConfig, ShardedDataModule
 from ctem.data_modules.pairs import SKIP_NOTE, drop_bad_rows
 
 log = logging.getLogger(__name__)
@@ -387,8 +387,8 @@ class PretrainCorpusDataModule(ShardedDataModule):
         preprocessing_num_proc: processes for tokenising a map-style corpus (``None``: one).
         on_bad_row: ``error`` (stop, naming file:line:field) or ``skip`` (drop and report).
         seed: shuffling seed.
-        num_workers / pin_memory: dataloader knobs.
-        persistent_workers: keep worker processes between epochs (with ``num_workers > 0``).
+        loader: worker processes (the collator draws the masks there), pinned memory,
+            persistent workers (``LoaderConfig``; ``None``: its defaults).
         drop_last: drop a last incomplete batch.
         cache_dir: ``datasets`` cache folder (``None``: its default).
         query_max_length: accepted for ``train.py``'s common call and unused.
@@ -419,15 +419,13 @@ class PretrainCorpusDataModule(ShardedDataModule):
         preprocessing_num_proc: int | None = None,
         on_bad_row: OnBadRow = "error",
         seed: int = 42,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
+        loader: LoaderConfig | None = None,
         drop_last: bool = True,
         cache_dir: str | None = None,
         query_max_length: int | None = None,
         passage_max_length: int | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(loader)
         check_on_bad_row(on_bad_row)
         if word_segmentation not in (None, "jieba", "whitespace"):
             raise ValueError(f"word_segmentation must be null, jieba or whitespace, got {word_segmentation!r}")
@@ -455,9 +453,6 @@ class PretrainCorpusDataModule(ShardedDataModule):
         self.preprocessing_num_proc = preprocessing_num_proc
         self.on_bad_row = on_bad_row
         self.seed = seed
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers
         self.drop_last = drop_last
         self.cache_dir = cache_dir
         self.train_dataset: CorpusDataset | StreamingCorpusDataset | None = None

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
 from ctem.instructions import BGE_ZH, resolve_instruction
-from ctem.data_modules.base import ShardedDataModule
+from ctem.data_modules.base import LoaderConfig, ShardedDataModule
 from ctem.rows import (
     BadRowReport,
     DataFormatError,
@@ -319,8 +319,9 @@ class LabeledDataModule(ShardedDataModule):
         query_max_length / passage_max_length: token limits.
         on_bad_row: ``error`` (stop with file:line:field) or ``skip`` (drop and report).
         seed: seed of the schedule and of per-row positive / negative sampling.
-        num_workers / pin_memory / pad_to_multiple_of: dataloader knobs.
-        persistent_workers: keep worker processes between epochs (with ``num_workers > 0``).
+        loader: worker processes, pinned memory, persistent workers (``LoaderConfig``;
+            ``None``: its defaults).
+        pad_to_multiple_of: pad token lengths to a multiple of this (``None``: longest row).
         cache_dir: ``datasets`` cache folder (``None``: its default).
     """
 
@@ -337,13 +338,11 @@ class LabeledDataModule(ShardedDataModule):
         passage_max_length: int = 256,
         on_bad_row: OnBadRow = "error",
         seed: int = 42,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
+        loader: LoaderConfig | None = None,
         pad_to_multiple_of: int | None = None,
         cache_dir: str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(loader)
         if train_group_size < 1:
             raise ValueError(f"train_group_size must be >= 1, got {train_group_size}")
         if batch_size < 1:
@@ -368,9 +367,6 @@ class LabeledDataModule(ShardedDataModule):
         self.train_group_size = train_group_size
         self.on_bad_row = on_bad_row
         self.seed = seed
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers
         self.cache_dir = cache_dir
         self.collator_kwargs = dict(
             tokenizer=tokenizer,

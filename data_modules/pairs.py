@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from transformers import PreTrainedTokenizerBase
 
 from ctem.instructions import resolve_instruction, with_instruction
-from ctem.data_modules.base import ShardedDataModule
+from ctem.data_modules.base import LoaderConfig, ShardedDataModule
 from ctem.rows import (
     BadRowReport,
     DataFormatError,
@@ -290,9 +290,10 @@ class PairDataModule(ShardedDataModule):
         shuffle_buffer_size: shuffle buffer of the streaming source.
         on_bad_row: ``error`` (stop with file:line:field) or ``skip`` (drop and report).
         seed: seed of shuffling and per-row sampling.
-        num_workers / pin_memory / pad_to_multiple_of: dataloader knobs.
-        persistent_workers: keep worker processes between epochs (with ``num_workers > 0``;
-            negatives refreshed during training then never reach the workers).
+        loader: worker processes, pinned memory, persistent workers (``LoaderConfig``;
+            ``None``: its defaults). Persistent workers never see negatives refreshed
+            during training.
+        pad_to_multiple_of: pad token lengths to a multiple of this (``None``: longest row).
         drop_last: drop a last incomplete batch (keeps batch size, hence negatives, fixed).
         cache_dir: ``datasets`` cache folder (``None``: its default).
     """
@@ -312,14 +313,12 @@ class PairDataModule(ShardedDataModule):
         shuffle_buffer_size: int = 10_000,
         on_bad_row: OnBadRow = "error",
         seed: int = 42,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
+        loader: LoaderConfig | None = None,
         pad_to_multiple_of: int | None = None,
         drop_last: bool = True,
         cache_dir: str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(loader)
         if train_group_size < 1:
             raise ValueError(f"train_group_size must be >= 1, got {train_group_size}")
         check_on_bad_row(on_bad_row)
@@ -334,9 +333,6 @@ class PairDataModule(ShardedDataModule):
         self.shuffle_buffer_size = shuffle_buffer_size
         self.on_bad_row = on_bad_row
         self.seed = seed
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers
         self.drop_last = drop_last
         self.cache_dir = cache_dir
         self.collator = PairCollator(tokenizer, query_max_length, passage_max_length, pad_to_multiple_of)
@@ -384,8 +380,8 @@ class PairDataModule(ShardedDataModule):
     def set_negatives(self, negatives: Sequence[Sequence[str]]) -> None:
         """Replace every row's ``neg`` list (in ``mining_rows`` order) without restarting.
 
-        Takes effect at the next batch with ``num_workers=0``; with worker processes at the
-        next epoch only if workers are not persistent.
+        Takes effect at the next batch with ``loader.num_workers=0``; with worker processes
+        at the next epoch only if workers are not persistent.
         """
         self._map_style_dataset().set_negatives(negatives)
 

@@ -10,13 +10,14 @@ states where the uninterrupted run had them: before the next batch, or at the en
 epoch before the next pass starts. A killed-and-resumed run trains on the same batches with
 the same randomness as an uninterrupted one.
 
-Randomness drawn inside loader worker processes (``num_workers > 0``; RetroMAE's masks) comes
-from each worker's seed, which a pass derives from the loader's own ``generator``. The
-position also records that generator's state at the start of the pass, so the resumed pass
-seeds its workers as the interrupted one did, and its workers load and drop the batches
-already trained on (instead of skipping their indices), so each worker's random stream
-stands where it stood. Persistent workers (``persistent_workers=true``) keep their streams
-across epochs: a resume into a later epoch cannot rebuild them, and says so.
+Randomness drawn inside loader worker processes (``data.loader.num_workers > 0``; RetroMAE's
+masks) comes from each worker's seed, which a pass derives from the loader's own
+``generator``. The position also records that generator's state at the start of the pass,
+so the resumed pass seeds its workers as the interrupted one did, and its workers load and
+drop the batches already trained on (instead of skipping their indices), so each worker's
+random stream stands where it stood. Persistent workers
+(``data.loader.persistent_workers=true``) keep their streams across epochs: a resume into a
+later epoch cannot rebuild them, and says so.
 
 (Lightning's own stateful-loader hook does not serve here: it restores loader states only
 when the loader is first built after the loops are restored, but ``configure_optimizers``
@@ -125,7 +126,7 @@ class ResumableDataLoader(DataLoader):
         if self.persistent_workers and position.epoch > 0:
             warnings.warn(
                 "resuming with persistent loader workers after the first epoch: the workers' random "
-                "states (e.g. RetroMAE masks) cannot be restored; set data.persistent_workers=false "
+                "states (e.g. RetroMAE masks) cannot be restored; set data.loader.persistent_workers=false "
                 "for an exact resume",
                 stacklevel=2,
             )

@@ -85,7 +85,7 @@ def other_data(kind: str, root: Path) -> list[str]:
     (its masks are drawn from the random state of the process that collates: the main one,
     or with ``corpus_workers`` two loader workers)."""
     if kind.startswith("corpus"):
-        workers = ["data.num_workers=2"] if kind == "corpus_workers" else []
+        workers = ["data.loader.num_workers=2"] if kind == "corpus_workers" else []
         return ["stage=retromae", "data=corpus", f"data.train_files=[{write_pairs(root / 'corpus.jsonl', 20)}]",
                 "data.text_field=query", "data.max_seq_length=24", "data.batch_size=4", *workers]
     files = [write_pairs(root / f"{name}.jsonl", 12, seed=i) for i, name in enumerate(("sts", "nli"))]
