@@ -13,16 +13,16 @@ import torch
 from ctem.modules import RetroMAEModule
 from ctem.modules.retromae import _masked_lm_loss
 from ctem.data_modules.corpus import RetroMAECollator, tokenize_texts
-from tests.retromae_helpers import ROOT, random_texts, tiny_encoder, write_vocab
+from tests.retromae_helpers import ROOT, random_texts, tiny_encoder
 
 sys.path.insert(0, str(ROOT / "bench"))
 import retromae_speed  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def module_and_batch(tmp_path_factory) -> tuple[RetroMAEModule, dict]:
+def module_and_batch(tiny_vocab) -> tuple[RetroMAEModule, dict]:
     torch.manual_seed(0)
-    module = RetroMAEModule(tiny_encoder(write_vocab(tmp_path_factory.mktemp("vocab"))), reuse_pretrained_mlm_head=False)
+    module = RetroMAEModule(tiny_encoder(tiny_vocab), reuse_pretrained_mlm_head=False)
     with torch.no_grad():
         module.mlm_head.bias.normal_()  # a bias that matters
     tokenizer = module.encoder.tokenizer

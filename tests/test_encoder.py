@@ -10,12 +10,7 @@ import torch
 
 from ctem import TextEncoder
 from ctem.encoder import pool
-from tests.helpers.tiny import sentences, tiny_encoder, write_vocab
-
-
-@pytest.fixture(scope="module")
-def vocab(tmp_path_factory):
-    return write_vocab(tmp_path_factory.mktemp("vocab"))
+from tests.helpers.tiny import sentences, tiny_encoder
 
 
 def test_pooling_modes() -> None:
@@ -28,8 +23,8 @@ def test_pooling_modes() -> None:
     assert pool(hidden, left, "last").tolist() == [[4, 5], [10, 11]]
 
 
-def test_encode_keeps_order_and_mode(vocab) -> None:
-    enc = tiny_encoder(vocab)
+def test_encode_keeps_order_and_mode(tiny_vocab) -> None:
+    enc = tiny_encoder(tiny_vocab)
     enc.train()
     texts = sentences(7, seed=3)
     batched = enc.encode(texts, batch_size=3)
@@ -43,11 +38,11 @@ def test_encode_keeps_order_and_mode(vocab) -> None:
 
 
 @pytest.mark.parametrize(("pooling", "normalize"), [("cls", True), ("mean", False), ("last", True)])
-def test_saved_model_loads_in_sentence_transformers_and_transformers(vocab, tmp_path, pooling, normalize) -> None:
+def test_saved_model_loads_in_sentence_transformers_and_transformers(tiny_vocab, tmp_path, pooling, normalize) -> None:
     st = pytest.importorskip("sentence_transformers")
     from transformers import AutoModel
 
-    enc = tiny_encoder(vocab, pooling=pooling, normalize=normalize, query_instruction="查询：")
+    enc = tiny_encoder(tiny_vocab, pooling=pooling, normalize=normalize, query_instruction="查询：")
     out = enc.save_pretrained(tmp_path / "m")
     texts = sentences(5, seed=4)
     ours = enc.encode(texts)
@@ -67,15 +62,15 @@ def test_saved_model_loads_in_sentence_transformers_and_transformers(vocab, tmp_
     assert prompts["query"] == "查询："
 
 
-def test_errors_are_clear(vocab) -> None:
+def test_errors_are_clear(tiny_vocab) -> None:
     with pytest.raises(ValueError, match="exactly one"):
         TextEncoder()
     with pytest.raises(ValueError, match="unknown pooling"):
-        tiny_encoder(vocab, pooling="max")
+        tiny_encoder(tiny_vocab, pooling="max")
     with pytest.raises(ValueError, match="model_type"):
-        TextEncoder(config={"hidden_size": 8}, tokenizer=str(vocab))
+        TextEncoder(config={"hidden_size": 8}, tokenizer=str(tiny_vocab))
 
 
-def test_from_scratch_vocab_size_follows_tokenizer(vocab) -> None:
-    enc = tiny_encoder(vocab)
+def test_from_scratch_vocab_size_follows_tokenizer(tiny_vocab) -> None:
+    enc = tiny_encoder(tiny_vocab)
     assert enc.backbone.config.vocab_size == len(enc.tokenizer)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import lightning as L
 import pytest
 import torch
 import torch.distributed as dist
@@ -125,7 +124,7 @@ def _batches(encoder, n: int, group_size: int = 2) -> list[dict]:
     ]
 
 
-def _train(vocab, cache: bool, batches: int, **trainer_args) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def _train(make_trainer, vocab, cache: bool, batches: int, **trainer_args) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Weights before and after fitting on ``batches`` fixed batches (no dropout: plain and
     cached steps then see the same network), and the trainer."""
     torch.manual_seed(0)
@@ -140,10 +139,7 @@ def _train(vocab, cache: bool, batches: int, **trainer_args) -> tuple[dict[str, 
         grad_cache={"enabled": cache, "chunk_size": 4},
         final_model_dir=None,
     )
-    trainer = L.Trainer(
-        accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, use_distributed_sampler=False, **trainer_args,
-    )
+    trainer = make_trainer(**trainer_args)
     start = {n: w.detach().clone() for n, w in module.named_parameters()}
     trainer.fit(module, train_dataloaders=DataLoader(_batches(encoder, batches), batch_size=None))
     return start, {n: w.detach().clone() for n, w in module.named_parameters()}, trainer
@@ -158,22 +154,20 @@ def _train(vocab, cache: bool, batches: int, **trainer_args) -> tuple[dict[str, 
     ],
     ids=["clip_norm", "accumulate_2", "accumulate_2_clip_value"],
 )
-def test_trainer_clipping_accumulation_and_schedule_apply_to_cached_steps(tmp_path, trainer_args) -> None:
-    vocab = write_vocab(tmp_path)
+def test_trainer_clipping_accumulation_and_schedule_apply_to_cached_steps(make_trainer, tiny_vocab, trainer_args) -> None:
     batches = 3 * trainer_args.get("accumulate_grad_batches", 1)
-    start, plain, plain_trainer = _train(vocab, False, batches, **trainer_args)
-    _, cached, cached_trainer = _train(vocab, True, batches, **trainer_args)
+    start, plain, plain_trainer = _train(make_trainer, tiny_vocab, False, batches, **trainer_args)
+    _, cached, cached_trainer = _train(make_trainer, tiny_vocab, True, batches, **trainer_args)
     assert plain_trainer.global_step == cached_trainer.global_step == 3
     assert any((plain[n] - start[n]).abs().max() > 1e-3 for n in plain)  # the steps did move the weights
     for name, weight in plain.items():
         torch.testing.assert_close(cached[name], weight, rtol=0, atol=1e-6, msg=name)
 
 
-def test_clipping_changes_the_cached_step(tmp_path) -> None:
+def test_clipping_changes_the_cached_step(make_trainer, tiny_vocab) -> None:
     """Clipping is not a no-op in the comparison above: the clipped run ends elsewhere."""
-    vocab = write_vocab(tmp_path)
-    _, clipped, _ = _train(vocab, True, 3, gradient_clip_val=0.05)
-    _, free, _ = _train(vocab, True, 3)
+    _, clipped, _ = _train(make_trainer, tiny_vocab, True, 3, gradient_clip_val=0.05)
+    _, free, _ = _train(make_trainer, tiny_vocab, True, 3)
     assert max(float((clipped[n] - free[n]).abs().max()) for n in free) > 1e-4
 
 

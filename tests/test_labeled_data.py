@@ -14,14 +14,13 @@ from ctem.data_modules import DataFormatError, LabeledDataModule
 from ctem.instructions import BGE_ZH
 from ctem.data_modules.labeled import MixtureSchedule, SameDatasetBatchSampler
 from tests.helpers.labeled_data import make_rows, write_mixture, write_rows
-from tests.helpers.tiny import write_vocab
 
 STS_INSTRUCTION = "判断相似："
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory) -> BertTokenizerFast:
-    return BertTokenizerFast(str(write_vocab(tmp_path_factory.mktemp("vocab"))))
+def tokenizer(tiny_vocab) -> BertTokenizerFast:
+    return BertTokenizerFast(str(tiny_vocab))
 
 
 def _module(tokenizer, datasets, **kwargs) -> LabeledDataModule:

@@ -15,6 +15,7 @@ from ctem.modules import MultiTaskModule
 from ctem.data_modules import LabeledDataModule
 from tests.helpers.labeled_data import write_mixture
 from tests.helpers.tiny import tiny_encoder, write_vocab
+from tests.helpers.trainer import cpu_trainer
 
 TEMPERATURE = 0.05
 
@@ -60,11 +61,7 @@ def run(request, tmp_path_factory) -> dict:
         grad_cache={"enabled": request.param, "chunk_size": 3},
     )
     recorder = LossRecorder()
-    trainer = L.Trainer(
-        accelerator="cpu", max_epochs=1, logger=CSVLogger(tmp / "logs", name="", version=""),
-        log_every_n_steps=2, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        use_distributed_sampler=False, callbacks=[recorder],
-    )
+    trainer = cpu_trainer(tmp, logger=CSVLogger(tmp / "logs", name="", version=""), log_every_n_steps=2, callbacks=[recorder])
     trainer.fit(module, datamodule=datamodule)
     with open(tmp / "logs" / "metrics.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -102,7 +99,7 @@ def test_loss_is_logged_per_dataset_as_window_means(run):
         assert logged[key] == pytest.approx(value, rel=1e-5), key
 
 
-def test_hard_negative_refresh_works_on_the_mixture(tmp_path):
+def test_hard_negative_refresh_works_on_the_mixture(tmp_path, make_trainer):
     from ctem.callbacks import HardNegativeRefresh
     from ctem.mining import MiningConfig
 
@@ -115,10 +112,7 @@ def test_hard_negative_refresh_works_on_the_mixture(tmp_path):
         cache_dir=str(tmp_path / "cache"),
     )
     refresh = HardNegativeRefresh(every_n_steps=2, every_n_epochs=None, mining=MiningConfig(range=(0, 8), negative_number=2))
-    trainer = L.Trainer(
-        accelerator="cpu", max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, use_distributed_sampler=False, callbacks=[refresh],
-    )
+    trainer = make_trainer(max_steps=4, callbacks=[refresh])
     module = MultiTaskModule(encoder, InfoNCELoss(TEMPERATURE), optimizer={"lr": 1e-3, "warmup_steps": 0})
     before = [r["neg"] for r in datamodule.mining_rows()]
     trainer.fit(module, datamodule=datamodule)

@@ -9,31 +9,18 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 
-from ctem import TextEncoder
 from ctem.cli.mine import run
 from ctem.config import config_dir, register_resolvers
-
-CHARS = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后多定"
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("model")
-    vocab = root / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *dict.fromkeys(CHARS)]) + "\n", encoding="utf-8")
-    torch.manual_seed(0)
-    config = dict(model_type="bert", hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
-    return TextEncoder(config=config, tokenizer=str(vocab)).save_pretrained(root / "encoder")
+from tests.helpers.tiny import TEST_CHARS
 
 
 def _input(tmp_path: Path, n: int = 60) -> Path:
     rng = random.Random(0)
 
     def text() -> str:
-        return "".join(rng.choice(CHARS) for _ in range(rng.randint(4, 12)))
+        return "".join(rng.choice(TEST_CHARS) for _ in range(rng.randint(4, 12)))
 
     rows = [{"query": text(), "pos": [text()], "neg": [], "type": "sts"} for _ in range(n)]
     path = tmp_path / "train.jsonl"
@@ -55,9 +42,9 @@ def test_every_mine_field_is_commented(name):
             assert lines[i - 1].startswith("#"), f"conf/{name}: field without a comment: {line}"
 
 
-def test_a_bad_mining_setting_is_one_line(tmp_path: Path, model_dir: Path):
+def test_a_bad_mining_setting_is_one_line(tmp_path: Path, tiny_model: Path):
     cmd = [
-        sys.executable, "-m", "ctem.cli.mine", f"model_path={model_dir}", f"input={_input(tmp_path, n=4)}",
+        sys.executable, "-m", "ctem.cli.mine", f"model_path={tiny_model}", f"input={_input(tmp_path, n=4)}",
         f"output={tmp_path / 'out.jsonl'}", "mining.nprobe=0", f"hydra.run.dir={tmp_path / 'run'}",
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -65,9 +52,9 @@ def test_a_bad_mining_setting_is_one_line(tmp_path: Path, model_dir: Path):
     assert done.stderr.strip() == "ctem-mine: error: mining.nprobe=0: must be at least 1"
 
 
-def test_run_is_deterministic_and_writes_neg(tmp_path: Path, model_dir: Path):
+def test_run_is_deterministic_and_writes_neg(tmp_path: Path, tiny_model: Path):
     src = _input(tmp_path)
-    common = [f"model_path={model_dir}", f"input={src}", "mining.range=[2,30]", "mining.negative_number=4", "mining.show_progress=false"]
+    common = [f"model_path={tiny_model}", f"input={src}", "mining.range=[2,30]", "mining.negative_number=4", "mining.show_progress=false"]
     first = run(_cfg(common + [f"output={tmp_path / 'a.jsonl'}", f"cache_dir={tmp_path / 'cache'}"]))
     run(_cfg(common + [f"output={tmp_path / 'b.jsonl'}", "cache_dir=null"]))
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
@@ -81,11 +68,11 @@ def test_run_is_deterministic_and_writes_neg(tmp_path: Path, model_dir: Path):
     assert (tmp_path / "c.jsonl").read_bytes() != (tmp_path / "a.jsonl").read_bytes()
 
 
-def test_console_script(tmp_path: Path, model_dir: Path):
+def test_console_script(tmp_path: Path, tiny_model: Path):
     src = _input(tmp_path, n=20)
     out = tmp_path / "out.jsonl"
     cmd = [
-        sys.executable, "-m", "ctem.cli.mine", f"model_path={model_dir}", f"input={src}", f"output={out}",
+        sys.executable, "-m", "ctem.cli.mine", f"model_path={tiny_model}", f"input={src}", f"output={out}",
         "mining.range=[0,10]", "mining.negative_number=3", "cache_dir=null", "mining.show_progress=false", f"hydra.run.dir={tmp_path / 'run'}",
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

@@ -24,25 +24,17 @@ from ctem.evaluation import EncoderAdapter
 from ctem.mining import HardNegativeMiner, MiningConfig, candidate_pool
 from ctem.modules import BiEncoderModule
 from ctem.data_modules import PairDataModule
-
-CHARS = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后多定"
-
-
-def _vocab(directory: Path) -> Path:
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *dict.fromkeys(CHARS)]
-    path = directory / "vocab.txt"
-    path.write_text("\n".join(tokens) + "\n", encoding="utf-8")
-    return path
+from tests.helpers.tiny import TEST_CHARS, tiny_encoder, write_vocab
+from tests.helpers.trainer import cpu_trainer
 
 
 def _encoder(vocab: Path) -> TextEncoder:
     torch.manual_seed(0)
-    config = dict(model_type="bert", hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
-    return TextEncoder(config=config, tokenizer=str(vocab), query_max_length=16, passage_max_length=24)
+    return tiny_encoder(vocab, query_max_length=16, passage_max_length=24)
 
 
 def _text(rng: random.Random) -> str:
-    return "".join(rng.choice(CHARS) for _ in range(rng.randint(4, 12)))
+    return "".join(rng.choice(TEST_CHARS) for _ in range(rng.randint(4, 12)))
 
 
 def _train_file(directory: Path, n: int = 40) -> Path:
@@ -65,7 +57,7 @@ class NegativesRecorder(L.Callback):
 
 
 def _fit(tmp_path: Path, refresh: HardNegativeRefresh, max_steps: int = 8):
-    encoder = _encoder(_vocab(tmp_path))
+    encoder = _encoder(write_vocab(tmp_path))
     data = PairDataModule(
         encoder.tokenizer,
         train_files=str(_train_file(tmp_path)),
@@ -77,16 +69,7 @@ def _fit(tmp_path: Path, refresh: HardNegativeRefresh, max_steps: int = 8):
     )
     module = BiEncoderModule(encoder, InfoNCELoss(temperature=0.05), optimizer={"lr": 1e-3, "warmup_ratio": 0.0})
     recorder = NegativesRecorder()
-    trainer = L.Trainer(
-        max_steps=max_steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-        callbacks=[refresh, recorder],
-    )
+    trainer = cpu_trainer(tmp_path, max_steps=max_steps, callbacks=[refresh, recorder])
     trainer.fit(module, datamodule=data)
     return trainer, data, recorder
 
@@ -116,15 +99,12 @@ def test_refresh_changes_negatives_mid_run_and_training_continues(tmp_path: Path
     assert float(metrics["negatives/mining_seconds"]) > 0
 
 
-def test_epoch_refresh_skips_the_last_epoch_and_state_round_trips(tmp_path: Path):
+def test_epoch_refresh_skips_the_last_epoch_and_state_round_trips(tmp_path: Path, make_trainer):
     refresh = HardNegativeRefresh(every_n_steps=None, every_n_epochs=1, mining=MiningConfig(range=(0, 10), negative_number=2, batch_size=16))
-    encoder = _encoder(_vocab(tmp_path))
+    encoder = _encoder(write_vocab(tmp_path))
     data = PairDataModule(encoder.tokenizer, train_files=str(_train_file(tmp_path)), batch_size=8, train_group_size=2, cache_dir=str(tmp_path / "hf"))
     module = BiEncoderModule(encoder, InfoNCELoss(temperature=0.05), optimizer={"lr": 1e-3, "warmup_ratio": 0.0})
-    trainer = L.Trainer(
-        max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, use_distributed_sampler=False, callbacks=[refresh],
-    )
+    trainer = make_trainer(max_epochs=2, callbacks=[refresh])
     trainer.fit(module, datamodule=data)
     assert [h["step"] for h in refresh.history] == [5], "after epoch 1 only (40 rows / 8 = 5 steps)"
     state = refresh.state_dict()
@@ -134,15 +114,15 @@ def test_epoch_refresh_skips_the_last_epoch_and_state_round_trips(tmp_path: Path
     assert restored._resume_pending, "a resumed run re-mines at train start"
 
 
-def test_refresh_rejects_a_datamodule_without_mining_hooks(tmp_path: Path):
-    encoder = _encoder(_vocab(tmp_path))
+def test_refresh_rejects_a_datamodule_without_mining_hooks(tmp_path: Path, make_trainer):
+    encoder = _encoder(write_vocab(tmp_path))
     module = BiEncoderModule(encoder, InfoNCELoss())
 
     class Plain(L.LightningDataModule):
         def train_dataloader(self):
             return []
 
-    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False, callbacks=[HardNegativeRefresh()])
+    trainer = make_trainer(max_steps=1, callbacks=[HardNegativeRefresh()])
     with pytest.raises(TypeError, match="mining_rows"):
         trainer.fit(module, datamodule=Plain())
 
@@ -205,7 +185,7 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_ddp_ranks_split_encoding_and_agree_with_one_process(tmp_path: Path):
-    vocab = _vocab(tmp_path)
+    vocab = write_vocab(tmp_path)
     rng = random.Random(1)
     rows = [{"query": _text(rng), "pos": [_text(rng)], "neg": [_text(rng)]} for _ in range(21)]
     mp.spawn(_ddp_worker, args=(2, _free_port(), str(vocab), rows, str(tmp_path)), nprocs=2, join=True)

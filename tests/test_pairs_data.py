@@ -11,12 +11,11 @@ import pytest
 from ctem.data_modules import DataFormatError, PairDataModule
 from ctem.data_modules.pairs import sample_group
 from ctem.tokenization import load_tokenizer
-from tests.helpers.tiny import write_vocab
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    return load_tokenizer(str(write_vocab(tmp_path_factory.mktemp("vocab"))))
+def tokenizer(tiny_vocab):
+    return load_tokenizer(str(tiny_vocab))
 
 
 def write_rows(path: Path, rows: list) -> Path:

@@ -11,12 +11,12 @@ import torch
 from ctem.tokenization import load_tokenizer
 from ctem.data_modules import DataFormatError, PretrainCorpusDataModule
 from ctem.data_modules.corpus import RetroMAECollator, pack_token_rows, tokenize_texts, word_spans
-from tests.retromae_helpers import random_texts, write_vocab
+from tests.retromae_helpers import random_texts
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    return load_tokenizer(str(write_vocab(tmp_path_factory.mktemp("vocab"))))
+def tokenizer(tiny_vocab):
+    return load_tokenizer(str(tiny_vocab))
 
 
 def rows_of(texts, tokenizer, max_tokens=62, segmentation=None):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,12 +14,7 @@ from ctem import TextEncoder
 from ctem.modules import RetroMAEModule
 from ctem.retromae import DECODER_DIR_NAME, load_pretrained_mlm_head
 from ctem.data_modules.corpus import RetroMAECollator, tokenize_texts
-from tests.retromae_helpers import ROOT, TINY, random_texts, tiny_encoder, write_vocab
-
-
-@pytest.fixture(scope="module")
-def vocab(tmp_path_factory) -> Path:
-    return write_vocab(tmp_path_factory.mktemp("vocab"))
+from tests.retromae_helpers import ROOT, TINY, random_texts, tiny_encoder
 
 
 def make_batch(tokenizer, n: int = 6, seed: int = 0) -> dict:
@@ -29,9 +23,9 @@ def make_batch(tokenizer, n: int = 6, seed: int = 0) -> dict:
     return RetroMAECollator(tokenizer, generator=torch.Generator().manual_seed(seed))(rows)
 
 
-def test_decoder_sees_the_encoder_only_through_cls(vocab) -> None:
+def test_decoder_sees_the_encoder_only_through_cls(tiny_vocab) -> None:
     torch.manual_seed(0)
-    module = RetroMAEModule(tiny_encoder(vocab)).eval()
+    module = RetroMAEModule(tiny_encoder(tiny_vocab)).eval()
     batch = make_batch(module.encoder.tokenizer)
     with torch.no_grad():
         hidden = module.encoder_hidden_states(batch)
@@ -46,9 +40,9 @@ def test_decoder_sees_the_encoder_only_through_cls(vocab) -> None:
     assert not torch.allclose(loss, other)
 
 
-def test_both_losses_train_the_encoder_and_the_head_is_tied(vocab) -> None:
+def test_both_losses_train_the_encoder_and_the_head_is_tied(tiny_vocab) -> None:
     torch.manual_seed(0)
-    module = RetroMAEModule(tiny_encoder(vocab))
+    module = RetroMAEModule(tiny_encoder(tiny_vocab))
     batch = make_batch(module.encoder.tokenizer)
     out = module(batch)
     assert torch.allclose(out.loss, out.encoder_loss + out.decoder_loss)
@@ -60,9 +54,9 @@ def test_both_losses_train_the_encoder_and_the_head_is_tied(vocab) -> None:
     assert module.word_embeddings.grad.abs().sum() > 0
 
 
-def test_saved_model_loads_for_the_next_stage_and_decoder_resumes(vocab, tmp_path) -> None:
+def test_saved_model_loads_for_the_next_stage_and_decoder_resumes(tiny_vocab, tmp_path) -> None:
     torch.manual_seed(0)
-    module = RetroMAEModule(tiny_encoder(vocab)).eval()
+    module = RetroMAEModule(tiny_encoder(tiny_vocab)).eval()
     with torch.no_grad():
         module.mlm_head.bias.normal_()
     final = module.save(tmp_path / "final_model")
@@ -78,24 +72,24 @@ def test_saved_model_loads_for_the_next_stage_and_decoder_resumes(vocab, tmp_pat
     with torch.no_grad():
         assert torch.allclose(resumed(batch).loss, module(batch).loss, atol=1e-5)
         assert not torch.allclose(fresh(batch).loss, module(batch).loss, atol=1e-3)
-    wider = tiny_encoder(vocab, intermediate_size=256)
+    wider = tiny_encoder(tiny_vocab, intermediate_size=256)
     with pytest.raises(ValueError, match="intermediate_size"):
         RetroMAEModule(wider, decoder_checkpoint=str(final))
 
 
-def test_pretrained_mlm_head_is_reused(vocab, tmp_path) -> None:
-    config = BertConfig(vocab_size=len(vocab.read_text().splitlines()), **{k: v for k, v in TINY.items() if k != "model_type"})
+def test_pretrained_mlm_head_is_reused(tiny_vocab, tmp_path) -> None:
+    config = BertConfig(vocab_size=len(tiny_vocab.read_text().splitlines()), **{k: v for k, v in TINY.items() if k != "model_type"})
     masked_lm = BertForMaskedLM(config)
     with torch.no_grad():
         masked_lm.cls.predictions.transform.dense.weight.normal_()
         masked_lm.cls.predictions.bias.normal_()
     masked_lm.save_pretrained(tmp_path / "mlm")
-    module = RetroMAEModule(TextEncoder(str(tmp_path / "mlm"), tokenizer=str(vocab)))
+    module = RetroMAEModule(TextEncoder(str(tmp_path / "mlm"), tokenizer=str(tiny_vocab)))
     assert torch.equal(module.mlm_head.dense.weight, masked_lm.cls.predictions.transform.dense.weight)
     assert torch.equal(module.mlm_head.bias, masked_lm.cls.predictions.bias)
     # a bare encoder checkpoint has no head: it stays freshly initialised
     AutoModel.from_config(config).save_pretrained(tmp_path / "bare")
-    head = RetroMAEModule(TextEncoder(str(tmp_path / "bare"), tokenizer=str(vocab))).mlm_head
+    head = RetroMAEModule(TextEncoder(str(tmp_path / "bare"), tokenizer=str(tiny_vocab))).mlm_head
     assert not load_pretrained_mlm_head(head, str(tmp_path / "bare"))
     assert torch.count_nonzero(head.bias) == 0
 

@@ -17,7 +17,8 @@ from ctem import TextEncoder
 from ctem.modules import RetroMAEModule
 from ctem.tokenization import train_wordpiece_vocab
 from ctem.data_modules import PretrainCorpusDataModule
-from tests.retromae_helpers import CORPUS, ROOT, random_texts, tiny_encoder, write_vocab
+from tests.helpers.tiny import write_vocab
+from tests.retromae_helpers import CORPUS, ROOT, random_texts, tiny_encoder
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ class LossRecorder(L.Callback):
 @pytest.mark.slow
 @pytest.mark.shared_data
 @pytest.mark.skipif(not CORPUS.is_file(), reason=f"needs the shared pre-training corpus {CORPUS}")
-def test_tiny_model_from_scratch_lowers_both_losses_on_the_corpus(tmp_path, one_thread) -> None:
+def test_tiny_model_from_scratch_lowers_both_losses_on_the_corpus(tmp_path, one_thread, make_trainer) -> None:
     lines = [json.loads(line)["text"] for line in islice(open(CORPUS, encoding="utf-8"), 3000)]
     vocab = train_wordpiece_vocab(lines, tmp_path / "vocab", vocab_size=3000)
     L.seed_everything(0, workers=True)
@@ -54,10 +55,7 @@ def test_tiny_model_from_scratch_lowers_both_losses_on_the_corpus(tmp_path, one_
     data = PretrainCorpusDataModule(encoder.tokenizer, train_files=[str(corpus)], max_seq_length=32, batch_size=16, cache_dir=str(tmp_path / "cache"))
     module = RetroMAEModule(encoder, optimizer={"lr": 2e-3, "warmup_steps": 20}, final_model_dir=str(tmp_path / "final_model"))
     recorder = LossRecorder()
-    trainer = L.Trainer(
-        max_steps=200, accelerator="cpu", logger=False, callbacks=[recorder], enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
-    )
+    trainer = make_trainer(max_steps=200, callbacks=[recorder])
     trainer.fit(module, datamodule=data)
     for name, curve in (("encoder", recorder.encoder), ("decoder", recorder.decoder)):
         start, end = np.mean(curve[:10]), np.mean(curve[-20:])

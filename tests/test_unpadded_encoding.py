@@ -19,7 +19,7 @@ from ctem import packing
 from ctem.losses import InfoNCELoss
 from ctem.modules import BiEncoderModule, MultiTaskModule
 from ctem.packing import PaddingFreeConfig, encode_padding_free, packs, split_tokens, unsort
-from tests.helpers.tiny import sentences, tiny_encoder, write_vocab
+from tests.helpers.tiny import sentences, tiny_encoder
 
 VARLEN = "ctem_test_varlen"
 
@@ -39,11 +39,6 @@ def _reference_varlen_attention(module, query, key, value, attention_mask, dropo
 
 AttentionInterface.register(VARLEN, _reference_varlen_attention)
 AttentionMaskInterface.register(VARLEN, lambda *args, **kwargs: None)
-
-
-@pytest.fixture
-def vocab(tmp_path):
-    return write_vocab(tmp_path)
 
 
 def _encoder(vocab, dropout: float = 0.0, **overrides):
@@ -96,8 +91,8 @@ def test_default_token_limit_by_device() -> None:
 # ---------------------------------------------------------------- embeddings and gradients
 @pytest.mark.parametrize("pooling", ["cls", "mean", "last"])
 @pytest.mark.parametrize("path", ["chunks", "packed"])
-def test_padding_free_embeddings_and_gradients_equal_padded(vocab, monkeypatch, pooling: str, path: str) -> None:
-    encoder = _encoder(vocab, pooling=pooling)
+def test_padding_free_embeddings_and_gradients_equal_padded(tiny_vocab, monkeypatch, pooling: str, path: str) -> None:
+    encoder = _encoder(tiny_vocab, pooling=pooling)
     tokens = encoder.tokenize(sentences(14, seed=3, max_len=30), 40)
     assert tokens["attention_mask"].sum() < 0.8 * tokens["attention_mask"].numel()  # padding to skip
     weights = torch.randn(14, encoder.dim)
@@ -113,9 +108,9 @@ def test_padding_free_embeddings_and_gradients_equal_padded(vocab, monkeypatch, 
     assert _rel(_grads(encoder), ref) < 1e-5
 
 
-def test_packed_rows_keep_their_positions_with_left_padding(vocab, monkeypatch) -> None:
+def test_packed_rows_keep_their_positions_with_left_padding(tiny_vocab, monkeypatch) -> None:
     """Packed position ids are the columns of the padded batch, as BERT's padded forward uses."""
-    encoder = _encoder(vocab)
+    encoder = _encoder(tiny_vocab)
     encoder.tokenizer.padding_side = "left"
     tokens = encoder.tokenize(sentences(6, seed=4, max_len=20), 24)
     assert tokens["attention_mask"][:, 0].eq(0).any()
@@ -138,7 +133,7 @@ class _Recorder(L.Callback):
         self.losses.append(float(outputs["loss"] if isinstance(outputs, dict) else outputs))
 
 
-def _step(vocab, monkeypatch, padding_free, group_size: int, in_batch: bool = True, dropout: float = 0.0,
+def _step(make_trainer, vocab, monkeypatch, padding_free, group_size: int, in_batch: bool = True, dropout: float = 0.0,
           module_class=BiEncoderModule, varlen: bool = False) -> _Recorder:  # fmt: skip
     """Two optimizer steps of ``module_class`` on fixed batches; the losses and gradients."""
     encoder = _encoder(vocab, dropout=dropout)
@@ -158,10 +153,7 @@ def _step(vocab, monkeypatch, padding_free, group_size: int, in_batch: bool = Tr
         for i in range(2)
     ]
     recorder = _Recorder()
-    trainer = L.Trainer(
-        accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, use_distributed_sampler=False, callbacks=[recorder],
-    )  # fmt: skip
+    trainer = make_trainer(max_steps=2, callbacks=[recorder])
     torch.manual_seed(1)
     trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
     return recorder
@@ -178,13 +170,13 @@ def _step(vocab, monkeypatch, padding_free, group_size: int, in_batch: bool = Tr
     ],
     ids=["g1_rows", "g2_tokens", "g3_default", "g2_own_group_multitask", "g2_packed"],
 )
-def test_training_step_equals_padded(vocab, monkeypatch, group_size, in_batch, chunking, module_class) -> None:
+def test_training_step_equals_padded(make_trainer, tiny_vocab, monkeypatch, group_size, in_batch, chunking, module_class) -> None:
     """Loss and gradients of two steps (the second after an AdamW update) equal the padded
     path's to float rounding, with dropout off (the same network on both paths)."""
-    padded = _step(vocab, monkeypatch, {"enabled": False}, group_size, in_batch, module_class=module_class)
+    padded = _step(make_trainer, tiny_vocab, monkeypatch, {"enabled": False}, group_size, in_batch, module_class=module_class)
     varlen = chunking == "packed"
     config = {} if varlen else chunking
-    free = _step(vocab, monkeypatch, config, group_size, in_batch, module_class=module_class, varlen=varlen)
+    free = _step(make_trainer, tiny_vocab, monkeypatch, config, group_size, in_batch, module_class=module_class, varlen=varlen)
     assert len(free.losses) == len(padded.losses) == 2
     for loss, ref in zip(free.losses, padded.losses):
         assert abs(loss - ref) <= 1e-5 * abs(ref)
@@ -192,14 +184,14 @@ def test_training_step_equals_padded(vocab, monkeypatch, group_size, in_batch, c
         assert _rel(grad, ref) < 1e-5
 
 
-def test_training_step_with_dropout_is_finite(vocab, monkeypatch) -> None:
+def test_training_step_with_dropout_is_finite(make_trainer, tiny_vocab, monkeypatch) -> None:
     """With dropout on, the chunks draw their masks from the random stream in other shapes
     and order than one padded call does (and the padded call also draws masks for padding
     positions), so the two paths see different dropout masks and are not compared; the
     padding-free step must still give a finite loss and finite gradients, and dropout must
     act (the loss differs from the dropout-free one)."""
-    free = _step(vocab, monkeypatch, {"chunk_rows": 3}, 2, dropout=0.1)
-    plain = _step(vocab, monkeypatch, {"chunk_rows": 3}, 2, dropout=0.0)
+    free = _step(make_trainer, tiny_vocab, monkeypatch, {"chunk_rows": 3}, 2, dropout=0.1)
+    plain = _step(make_trainer, tiny_vocab, monkeypatch, {"chunk_rows": 3}, 2, dropout=0.0)
     assert all(math.isfinite(loss) for loss in free.losses)
     assert all(bool(torch.isfinite(g).all()) for g in free.grads)
     assert free.losses[0] != pytest.approx(plain.losses[0], rel=1e-4)

@@ -1,4 +1,4 @@
-"""Shared helpers of the evaluation tests: toy encoders, tiny tasks, a tiny BERT."""
+"""Shared helpers of the evaluation tests: toy encoders, tiny tasks, a tiny BERT over their characters."""
 
 from __future__ import annotations
 
@@ -46,34 +46,25 @@ def make_tiny_tasks(root: Path) -> Path:
 
 
 def tiny_vocab() -> Path:
-    """A WordPiece vocab.txt (written once per process) of BERT's special tokens, ASCII and
-    every CJK character in this folder's test files, so the tiny encoder needs no shared data."""
+    """``write_vocab``'s vocab.txt (written once per process) over every CJK character in this
+    folder's test files, so the tiny encoder reads the tasks' texts without [UNK]."""
     import tempfile
 
-    path = Path(tempfile.gettempdir()) / f"ctem-eval-tests-vocab-{os.getpid()}.txt"
-    if not path.is_file():
+    from tests.helpers.tiny import write_vocab
+
+    folder = Path(tempfile.gettempdir()) / f"ctem-eval-tests-vocab-{os.getpid()}"
+    if not (folder / "vocab.txt").is_file():
         text = "".join(f.read_text(encoding="utf-8") for f in sorted(HERE.glob("*.py")))
-        chars = sorted({c for c in text if "\u4e00" <= c <= "\u9fff"} | set("，。？！"))
-        tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz0123456789,.?!", *chars]
-        path.write_text("\n".join(tokens) + "\n", encoding="utf-8")
-    return path
+        folder.mkdir(exist_ok=True)
+        write_vocab(folder, chars="".join(sorted({c for c in text if "\u4e00" <= c <= "\u9fff"})))
+    return folder / "vocab.txt"
 
 
 def make_tiny_encoder(**overrides):
-    """A random 2-layer BERT (hidden 64) over ``tiny_vocab()``."""
+    """``tiny_encoder`` (seed 0) over ``tiny_vocab()``."""
     import torch
 
-    from ctem import TextEncoder
+    from tests.helpers.tiny import tiny_encoder
 
     torch.manual_seed(0)
-    vocab = tiny_vocab()
-    config = dict(
-        model_type="bert",
-        vocab_size=len(vocab.read_text(encoding="utf-8").split()),
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=128,
-        max_position_embeddings=512,
-    )
-    return TextEncoder(config=config, tokenizer=str(vocab), **overrides)
+    return tiny_encoder(tiny_vocab(), **overrides)

@@ -66,14 +66,11 @@ class RecordingCallback(CMTEBEvalCallback):
         return metrics
 
 
-def test_callback_metrics_reach_csv_logger(tmp_path: Path) -> None:
+def test_callback_metrics_reach_csv_logger(tmp_path: Path, make_trainer) -> None:
     tasks_dir = make_tiny_tasks(tmp_path / "tasks")
     callback = CMTEBEvalCallback(tasks_dir=str(tasks_dir), every_n_steps=3, on_epoch_end=True, save_best=True, best_dir=str(tmp_path / "best"))
     logger = L.pytorch.loggers.CSVLogger(tmp_path, name="csv")
-    trainer = L.Trainer(
-        accelerator="cpu", max_epochs=1, logger=logger, callbacks=[callback], enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-    )
+    trainer = make_trainer(logger=logger, callbacks=[callback])
     module = TinyModule(make_tiny_encoder())
     trainer.fit(module)
     assert module.encoder.training  # back in training mode after evaluating
@@ -86,15 +83,13 @@ def test_callback_metrics_reach_csv_logger(tmp_path: Path) -> None:
     assert (tmp_path / "best" / "best.ckpt").is_file() and (tmp_path / "best" / "model.safetensors").is_file()
 
 
-def test_ddp_two_ranks_each_encode_half(tmp_path: Path) -> None:
+def test_ddp_two_ranks_each_encode_half(tmp_path: Path, make_trainer) -> None:
     tasks_dir = make_tiny_tasks(tmp_path / "tasks")
     record = tmp_path / "record"
     record.mkdir()
     callback = RecordingCallback(record_dir=str(record), tasks_dir=str(tasks_dir), on_epoch_end=True)
-    trainer = L.Trainer(
-        accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, logger=False, callbacks=[callback],
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-    )
+    # each rank trains on its half of the texts
+    trainer = make_trainer(devices=2, strategy="ddp_spawn", use_distributed_sampler=True, callbacks=[callback])
     trainer.fit(TinyModule(make_tiny_encoder()))
     ranks = [json.loads((record / f"rank{r}_step3.json").read_text()) for r in (0, 1)]
     # single-process reference on the trained weights

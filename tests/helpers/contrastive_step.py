@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from ctem.losses import InfoNCELoss  # noqa: E402
 from ctem.modules import BiEncoderModule  # noqa: E402
 from tests.helpers.tiny import sentences, tiny_encoder  # noqa: E402
+from tests.helpers.trainer import cpu_trainer  # noqa: E402
 
 QUERIES_PER_RANK = 4
 WORLD_MAX = 2
@@ -98,18 +99,13 @@ def run_case(vocab: Path, out_dir: Path, name: str, group_size: int, mode: str, 
         grad_cache={"enabled": mode == "cache", "chunk_size": 3},
         padding_free={"enabled": mode != "padded", "chunk_rows": 3},
     )
-    trainer = L.Trainer(
-        accelerator="cpu",
+    trainer = cpu_trainer(
+        out_dir,
         devices=world,
         strategy=DDPStrategy(process_group_backend="gloo") if world > 1 else "auto",
         max_steps=1,
         accumulate_grad_batches=accumulate,
         gradient_clip_val=0.05 if accumulate > 1 else None,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
         callbacks=[GradientRecorder(out_dir / f"{name}_rank{rank}.pt")],
     )
     trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))

@@ -22,6 +22,7 @@ from ctem.losses import InfoNCELoss  # noqa: E402
 from ctem.modules import MultiTaskModule  # noqa: E402
 from ctem.data_modules import LabeledDataModule  # noqa: E402
 from tests.helpers.tiny import tiny_encoder  # noqa: E402
+from tests.helpers.trainer import cpu_trainer  # noqa: E402
 
 BATCH_PER_RANK = 2
 
@@ -64,16 +65,11 @@ def main(vocab: Path, data_dir: Path, out: Path, world: int) -> None:
     module = MultiTaskModule(
         encoder, InfoNCELoss(temperature=0.05), optimizer={"lr": 1e-3, "warmup_steps": 0}, negatives_cross_device=True
     )
-    trainer = L.Trainer(
-        accelerator="cpu",
+    trainer = cpu_trainer(
+        out,
         devices=world,
         strategy=DDPStrategy(process_group_backend="gloo", start_method="popen", timeout=timedelta(seconds=60)),
         max_epochs=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
         callbacks=[BatchRecorder(out)],
     )
     trainer.fit(module, datamodule=datamodule)

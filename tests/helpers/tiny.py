@@ -11,20 +11,23 @@ TEST_CHARS = "的一是在不了有和人这中大为上个国我以要他时来
 TINY_BERT = dict(model_type="bert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 
 
-def write_vocab(directory: Path) -> Path:
-    """A WordPiece vocab.txt of special tokens, ASCII letters/digits and ``TEST_CHARS``."""
+def write_vocab(directory: Path, chars: str = TEST_CHARS) -> Path:
+    """A WordPiece vocab.txt of special tokens, ASCII letters/digits, punctuation and ``chars``."""
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tokens += list("abcdefghijklmnopqrstuvwxyz0123456789，。？！,.?!")
-    tokens += [c for c in dict.fromkeys(TEST_CHARS)]
+    tokens += list(chars)
     path = Path(directory) / "vocab.txt"
-    path.write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    path.write_text("\n".join(dict.fromkeys(tokens)) + "\n", encoding="utf-8")
     return path
 
 
-def tiny_encoder(vocab: Path, dropout: float = 0.0, initializer_range: float = 0.02, **overrides) -> TextEncoder:
-    """A randomly initialised 2-layer BERT (hidden 32) with ``vocab``."""
+def tiny_encoder(
+    vocab: Path, dropout: float = 0.0, initializer_range: float = 0.02, bert: dict = TINY_BERT, **overrides
+) -> TextEncoder:
+    """A randomly initialised BERT of size ``bert`` (default 2 layers, hidden 32) with ``vocab``;
+    ``overrides`` go to ``TextEncoder`` (pooling, lengths, instructions)."""
     config = dict(
-        TINY_BERT,
+        bert,
         hidden_dropout_prob=dropout,
         attention_probs_dropout_prob=dropout,
         initializer_range=initializer_range,

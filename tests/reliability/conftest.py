@@ -1,5 +1,5 @@
-"""Fixtures of the reliability tests: a tiny saved model, the configs of the commands
-composed in-process, and commands run as subprocesses."""
+"""Helpers of the reliability tests: the configs of the commands composed in-process, and
+commands run as subprocesses (the ``tiny_model`` fixture is in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -14,24 +14,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import pytest
-import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from ctem.config import config_dir, register_resolvers
-from tests.helpers.tiny import sentences, tiny_encoder, write_vocab
+from tests.helpers.tiny import sentences
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "TOKENIZERS_PARALLELISM": "false"}
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    """A tiny encoder saved with ``TextEncoder.save_pretrained`` (session-wide, do not modify)."""
-    root = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    return tiny_encoder(write_vocab(root)).save_pretrained(root / "model")
 
 
 def compose_command(name: str, *overrides: str) -> DictConfig:
