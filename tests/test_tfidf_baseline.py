@@ -122,14 +122,17 @@ def test_missing_corpus_subprocess_exit_status(tmp_path: Path) -> None:
     assert proc.stderr.strip() == f"tfidf_lsa: {missing}: file not found"
 
 
-def test_eval_settings_defaults_match_conf_eval_yaml() -> None:
+def test_eval_settings_defaults_match_conf_eval_settings() -> None:
     """The script relies on EvalSettings' defaults being what ctem-eval runs with."""
+    import dataclasses
+
     from omegaconf import OmegaConf
 
     from ctem.evaluation import EvalSettings
 
-    conf = OmegaConf.load(REPO / "conf" / "eval.yaml")
+    conf = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "eval_settings" / "default.yaml"))
     defaults = EvalSettings(instructions=False)
-    for key, value in OmegaConf.to_container(conf.settings).items():
+    for key in (f.name for f in dataclasses.fields(EvalSettings) if f.name not in ("instructions", "query_instruction")):
+        value = conf[key]
         expected = tuple(value) if isinstance(value, list) else value
         assert getattr(defaults, key) == expected, key

@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> list[TaskResult]:
         flush=True,
     )
 
-    # The other EvalSettings defaults equal conf/eval.yaml's `settings` (k_values 1..1000,
+    # The other EvalSettings defaults equal conf/eval_settings/default.yaml's (k_values 1..1000,
     # retrieval_chunk_size 1024, mrr_k 10, n_experiments 10, samples_per_label 32,
     # max_iter 100, clustering_batch_size 500, seed 42); tests/test_tfidf_baseline.py checks it.
     settings = EvalSettings(instructions=False)

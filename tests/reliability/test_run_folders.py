@@ -24,7 +24,7 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="mine")
 def main(cfg):
     hydra_cfg = HydraConfig.get()
-    seen = {"output_dir": hydra_cfg.runtime.output_dir, "seed": cfg.seed}
+    seen = {"output_dir": hydra_cfg.runtime.output_dir, "seed": cfg.mining.seed}
     if hydra_cfg.mode.name == "RUN":  # what Lightning hands to its DDP worker processes (hydra.run.dir=...)
         seen["run_dir"] = hydra_cfg.run.dir
     print(json.dumps(seen), flush=True)
@@ -81,7 +81,7 @@ def test_commands_ddp_ranks_and_multirun_jobs_get_folders_of_their_own(tmp_path)
     [single] = _app(tmp_path)
     assert Path(single["output_dir"]) == Path(single["run_dir"]).resolve()  # rank 0's folder is the workers'
     assert Path(single["output_dir"]).parent == logs / "runs" and Path(single["output_dir"]) not in taken
-    jobs = _app(tmp_path, "-m", "seed=1,2")
+    jobs = _app(tmp_path, "-m", "mining.seed=1,2")
     sweep = Path(jobs[0]["output_dir"]).parent
     assert [Path(j["output_dir"]) for j in jobs] == [sweep / "0", sweep / "1"] and [j["seed"] for j in jobs] == [1, 2]
     assert sweep.parent == logs / "multiruns" and sweep not in taken
