@@ -67,3 +67,11 @@ def test_the_new_paths_are_not_refused() -> None:
     assert moved_override("ctem-mine", "mining.seed=1") is None
     assert moved_override("ctem-train", "data.batch_size=64") is None
     assert moved_override("ctem-train", "callbacks.cmteb_eval.every_n_steps=10") is None
+
+
+def test_a_moved_override_suggests_an_override_hydra_takes() -> None:
+    from ctem.cli import moved_override
+
+    assert moved_override("ctem-train", "+data.num_workers=2").endswith("use data.loader.num_workers=2")
+    assert moved_override("ctem-mine", "~nprobe").endswith("use ~mining.nprobe")
+    assert moved_override("ctem-eval", "settings.k_values=[1,10]").endswith("use eval.k_values=[1,10]")

@@ -80,11 +80,14 @@ def input_errors_as_messages(command: str) -> Iterator[None]:
 def moved_override(command: str, override: str) -> str | None:
     """The one-line error for a command-line override whose path moved, else ``None``
     (``tasks=[A]`` of ctem-eval: ``tasks is now eval.tasks``)."""
-    key = override.lstrip("+~").split("=", 1)[0]
+    bare = override.lstrip("+~")
+    key = bare.split("=", 1)[0]
     for old, new in MOVED_OVERRIDES.get(command, {}).items():
         if key == old or key.startswith(old + "."):
             moved = new + key[len(old):]
-            return f"{command}: error: {key} is now {moved} (README.md, 'Changed override paths'): use {override.replace(key, moved, 1)}"
+            # The new path is in the config: set it plainly (a `+` would be refused), delete with `~`.
+            use = ("~" if override.startswith("~") else "") + moved + bare[len(key):]
+            return f"{command}: error: {key} is now {moved} (README.md, 'Changed override paths'): use {use}"
     return None
 
 
