@@ -255,7 +255,7 @@ def worker_torch_loop(args: argparse.Namespace) -> dict:
     """Reference loop: ctem's encoder, collator and loss with plain AdamW, no Lightning."""
     _setup_torch(args)
     from ctem.encoder import TextEncoder
-    from ctem.losses import InfoNCELoss
+    from ctem.losses import BatchLayout, InfoNCELoss
     from ctem.data_modules.pairs import PairCollator
 
     encoder = TextEncoder.from_pretrained(
@@ -270,7 +270,7 @@ def worker_torch_loop(args: argparse.Namespace) -> dict:
         query = {k: v.to(args.device) for k, v in tokens["query"].items()}
         passages = {k: v.to(args.device) for k, v in tokens["passages"].items()}
         with _autocast(args):
-            loss = loss_fn(encoder(**query), encoder(**passages), tokens["group_size"]).loss
+            loss = loss_fn(encoder(**query), encoder(**passages), BatchLayout(tokens["group_size"])).loss
         loss.backward()
         return _real_tokens(query, passages), _padded_tokens(query, passages)
 

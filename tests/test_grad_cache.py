@@ -12,8 +12,8 @@ from lightning.pytorch.strategies import FSDPStrategy
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from ctem.grad_cache import blockwise_infonce, embed_chunks, loss_with_replay, split_tokens, unsort
-from ctem.losses import InfoNCELoss
+from ctem.grad_cache import blockwise_loss, embed_chunks, loss_with_replay, split_tokens, unsort
+from ctem.losses import BatchLayout, InfoNCELoss
 from ctem.modules import BiEncoderModule
 from tests.helpers.tiny import sentences, tiny_encoder, write_vocab
 
@@ -37,14 +37,15 @@ def test_cached_equals_uncached_with_dropout(tmp_path, ddp_sync: bool) -> None:
     torch.manual_seed(123)
     q = unsort(torch.cat([enc(**c) for c in q_chunks]), q_order)
     p = unsort(torch.cat([enc(**c) for c in p_chunks]), p_order)
-    ref_loss = loss_fn(q, p, 2).loss
+    ref_loss = loss_fn(q, p, BatchLayout(2)).loss
     (ref_loss * 0.5).backward()
     ref_grads = _grads(enc)
     enc.zero_grad(set_to_none=True)
 
     torch.manual_seed(123)
     queries, passages = embed_chunks(enc, q_tok, 5), embed_chunks(enc, p_tok, 5)
-    loss, _, q_grad, p_grad = blockwise_infonce(loss_fn, queries.embeddings, passages.embeddings, 2, 0, 5)
+    cached = blockwise_loss(loss_fn, queries.embeddings, passages.embeddings, BatchLayout(2), 5)
+    loss, q_grad, p_grad = cached.loss, cached.query_grad, cached.passage_grad
     parameters = [w for w in enc.parameters() if w.requires_grad]
     out = loss_with_replay(loss, enc, [(queries, q_grad), (passages, p_grad)], parameters, ddp_sync)
     assert out.is_leaf and all(w.grad is None for w in parameters)  # no gradient before backward
@@ -69,14 +70,15 @@ def test_replay_runs_under_the_autocast_of_the_first_pass(tmp_path) -> None:
     ref = {}
     for bf16 in (False, True):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            ref_loss = loss_fn(enc(**q_tok), enc(**p_tok), 1).loss
+            ref_loss = loss_fn(enc(**q_tok), enc(**p_tok), BatchLayout(1)).loss
         ref_loss.backward()
         ref[bf16] = flat()
         enc.zero_grad(set_to_none=True)
 
     with torch.autocast("cpu", dtype=torch.bfloat16):
         queries, passages = embed_chunks(enc, q_tok, 3), embed_chunks(enc, p_tok, 3)
-        loss, _, q_grad, p_grad = blockwise_infonce(loss_fn, queries.embeddings, passages.embeddings, 1, 0, 6)
+        cached = blockwise_loss(loss_fn, queries.embeddings, passages.embeddings, BatchLayout(1), 6)
+        loss, q_grad, p_grad = cached.loss, cached.query_grad, cached.passage_grad
         parameters = [w for w in enc.parameters() if w.requires_grad]
         out = loss_with_replay(loss, enc, [(queries, q_grad), (passages, p_grad)], parameters, False)
     out.backward()  # outside autocast, as in Lightning
@@ -86,18 +88,19 @@ def test_replay_runs_under_the_autocast_of_the_first_pass(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("in_batch", [True, False])
-def test_blockwise_infonce_equals_full_matrix(in_batch: bool) -> None:
+def test_blockwise_loss_equals_full_matrix(in_batch: bool) -> None:
     torch.manual_seed(1)
     q = torch.nn.functional.normalize(torch.randn(10, 8), dim=-1).requires_grad_(True)
     p = torch.nn.functional.normalize(torch.randn(30 * 3, 8), dim=-1).requires_grad_(True)
-    loss_fn = InfoNCELoss(0.05, in_batch_negatives=in_batch)
-    full = loss_fn(q, p, 3, query_offset=7)
+    loss_fn = InfoNCELoss(0.05)
+    layout = BatchLayout(3, query_offset=7, in_batch_negatives=in_batch)
+    full = loss_fn(q, p, layout)
     full.loss.backward()
-    loss, accuracy, q_grad, p_grad = blockwise_infonce(loss_fn, q.detach(), p.detach(), 3, 7, block_size=4)
-    assert loss.item() == pytest.approx(full.loss.item(), rel=1e-6)
-    assert accuracy.item() == pytest.approx((full.scores.argmax(1) == full.targets).float().mean().item())
-    torch.testing.assert_close(q_grad, q.grad, rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(p_grad, p.grad, rtol=1e-5, atol=1e-7)
+    cached = blockwise_loss(loss_fn, q.detach(), p.detach(), layout, block_size=4)
+    assert cached.loss.item() == pytest.approx(full.loss.item(), rel=1e-6)
+    assert cached.accuracy.item() == pytest.approx((full.scores.argmax(1) == full.targets).float().mean().item())
+    torch.testing.assert_close(cached.query_grad, q.grad, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(cached.passage_grad, p.grad, rtol=1e-5, atol=1e-7)
 
 
 def test_split_tokens_sorts_by_length_and_trims_padding() -> None:

@@ -30,8 +30,8 @@ def test_multitask_stage_and_labeled_data_build_from_config(tmp_path: Path) -> N
     built = run(cfg)
     module, datamodule = built["module"], built["datamodule"]
     assert isinstance(module, MultiTaskModule) and isinstance(datamodule, LabeledDataModule)
-    assert module.loss_fn.temperature == 0.02 and module.optimizer_config.lr == 1e-5
-    assert module.own_group_loss_fn.temperature == 0.02 and not module.own_group_loss_fn.in_batch_negatives
+    assert module.criterion.facts().temperature == 0.02 and module.optimizer_config.lr == 1e-5
+    assert module.in_batch_negatives
     parts = {p.name: p for p in datamodule.parts}
     assert parts["qa"].instruction == BGE_ZH and parts["cls"].instruction is None
     assert not parts["cls"].in_batch_negatives

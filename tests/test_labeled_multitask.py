@@ -10,7 +10,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from ctem.losses import InfoNCELoss
+from ctem.losses import BatchLayout, InfoNCELoss
 from ctem.modules import MultiTaskModule
 from ctem.data_modules import LabeledDataModule
 from tests.helpers.labeled_data import write_mixture
@@ -34,8 +34,8 @@ class LossRecorder(L.Callback):
             self.steps.append(
                 {
                     "task": batch["task"],
-                    "in_batch": float(InfoNCELoss(TEMPERATURE, True)(q, p, g).loss),
-                    "own_group": float(InfoNCELoss(TEMPERATURE, False)(q, p, g).loss),
+                    "in_batch": float(InfoNCELoss(TEMPERATURE)(q, p, BatchLayout(g)).loss),
+                    "own_group": float(InfoNCELoss(TEMPERATURE)(q, p, BatchLayout(g, in_batch_negatives=False)).loss),
                 }
             )
 

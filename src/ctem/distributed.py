@@ -63,6 +63,14 @@ def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     return _AllGatherWithGrad.apply(tensor)
 
 
+def all_gather_values(tensor: torch.Tensor) -> torch.Tensor:
+    """All ranks' equal-sized ``tensor`` concatenated along dim 0 (rank order), without
+    gradients (keys, ids); ``tensor`` itself without a process group."""
+    if not is_distributed() or dist.get_world_size() == 1:
+        return tensor
+    return torch.cat(list(_all_gather_stacked(tensor)))
+
+
 AllGather = Callable[[torch.Tensor], torch.Tensor]
 """``[n, ...] -> [world, n, ...]``: every rank's equal-sized tensor, in rank order."""
 

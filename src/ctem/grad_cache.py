@@ -4,8 +4,9 @@ A step over a batch of any size in two passes:
 
 1. forward (``embed_chunks``): encode every chunk of ``chunk_size`` rows without an
    autograd graph, remembering the random state (dropout) and autocast settings before
-   each chunk; then compute the loss over all embeddings and its gradient with respect to
-   the embeddings, a block of queries at a time (``blockwise_infonce``);
+   each chunk; then compute the loss over all embeddings (any ``ctem.losses.Criterion``)
+   and its gradient with respect to the embeddings, a block of queries at a time
+   (``blockwise_loss``);
 2. backward (``loss_with_replay``): the loss handed to the trainer is a leaf whose
    backward hook re-encodes each chunk with a graph under the recorded state and
    back-propagates ``g * sum(embeddings * cached_gradient)``, ``g`` being the gradient the
@@ -33,11 +34,11 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from ctem.losses import InfoNCELoss
+from ctem.losses import BatchLayout, Criterion
 from ctem.packing import Tokens, split_tokens, unsort
 
 __all__ = [
-    "GradCacheConfig", "ForwardState", "EmbeddedChunks", "blockwise_infonce", "embed_chunks",
+    "GradCacheConfig", "ForwardState", "EmbeddedChunks", "CachedLoss", "blockwise_loss", "embed_chunks",
     "loss_with_replay", "split_tokens", "unsort",
 ]  # fmt: skip
 
@@ -76,20 +77,32 @@ class ForwardState:
             yield
 
 
-def blockwise_infonce(
-    loss_fn: InfoNCELoss,
+@dataclass
+class CachedLoss:
+    """The loss over a whole batch from :func:`blockwise_loss`: ``loss`` (mean over the
+    queries), ``accuracy`` (top-1), ``masked`` (false negatives excluded) and the loss's
+    gradients with respect to the queries ``[B, H]`` and passages ``[N, H]``."""
+
+    loss: torch.Tensor
+    accuracy: torch.Tensor
+    masked: torch.Tensor
+    query_grad: torch.Tensor
+    passage_grad: torch.Tensor
+
+
+def blockwise_loss(
+    criterion: Criterion,
     queries: torch.Tensor,
     passages: torch.Tensor,
-    group_size: int,
-    query_offset: int,
+    layout: BatchLayout,
     block_size: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """InfoNCE over all ``queries`` ``[B, H]`` and its gradients, ``block_size`` queries at a time.
+) -> CachedLoss:
+    """``criterion`` over all ``queries`` ``[B, H]`` and its gradients, ``block_size`` queries at a time.
 
     Only a ``[block_size, N]`` slice of the score matrix exists at once, so memory grows
-    linearly with the batch instead of quadratically. Returns the loss (mean over the
-    queries), the top-1 accuracy, and the gradients with respect to ``queries`` ``[B, H]``
-    and ``passages`` ``[N, H]``; ``query_offset`` as in ``InfoNCELoss``.
+    linearly with the batch instead of quadratically. Exact for any criterion whose loss is
+    the mean of per-query terms (``ctem.losses``): each block's mean, weighted by its share
+    of the queries, adds up to the batch's.
     """
     total = queries.size(0)
     passages = passages.detach().requires_grad_(True)
@@ -97,17 +110,19 @@ def blockwise_infonce(
     p_grad = torch.zeros_like(passages)
     loss = torch.zeros((), device=queries.device)
     correct = torch.zeros((), device=queries.device)
+    masked = torch.zeros((), dtype=torch.long, device=queries.device)
     with torch.enable_grad():
         for start in range(0, total, block_size):
             block = queries[start : start + block_size].detach().requires_grad_(True)
-            out = loss_fn(block, passages, group_size, query_offset=query_offset + start)
+            out = criterion(block, passages, layout.rows(start, start + block.size(0)))
             share = out.loss * (block.size(0) / total)
             block_grad, passage_grad = torch.autograd.grad(share, [block, passages])
             q_grad[start : start + block.size(0)] = block_grad
             p_grad += passage_grad
             loss += share.detach()
             correct += (out.scores.argmax(dim=1) == out.targets).sum()
-    return loss, correct / total, q_grad, p_grad
+            masked += out.masked
+    return CachedLoss(loss, correct / total, masked, q_grad, p_grad)
 
 
 @dataclass

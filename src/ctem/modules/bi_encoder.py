@@ -9,10 +9,10 @@ import torch
 from lightning.pytorch.strategies import FSDPStrategy
 from torch.nn.parallel import DistributedDataParallel
 
-from ctem.distributed import all_gather_with_grad, ddp_syncs_gradients, rank_and_world
+from ctem.distributed import all_gather_values, all_gather_with_grad, ddp_syncs_gradients, rank_and_world
 from ctem.encoder import TextEncoder
-from ctem.grad_cache import GradCacheConfig, blockwise_infonce, embed_chunks, loss_with_replay
-from ctem.losses import InfoNCELoss, InfoNCEOutput, top1_accuracy
+from ctem.grad_cache import GradCacheConfig, blockwise_loss, embed_chunks, loss_with_replay
+from ctem.losses import BatchLayout, Criterion, MatryoshkaConfig, text_keys, top1_accuracy
 from ctem.modules.export import export_encoder
 from ctem.modules.throughput import Throughput
 from ctem.optim import OptimizerConfig, build_optimizer_and_scheduler
@@ -20,7 +20,12 @@ from ctem.packing import PaddingFreeConfig, encode_padding_free, packs
 
 
 class BiEncoderModule(L.LightningModule):
-    """Trains ``encoder`` with ``loss`` on batches of the ``PairDataModule`` layout.
+    """Trains ``encoder`` with a criterion on batches of the ``PairDataModule`` layout.
+
+    The step builds each batch's ``ctem.losses.BatchLayout`` (groups, in-batch and
+    cross-device negatives, false negatives, teacher scores) and hands embeddings and
+    layout to the criterion (``loss``, wrapped in ``MatryoshkaLoss`` with
+    ``matryoshka.dims``); any ``ctem.losses.Criterion`` runs on every path below.
 
     Queries and passages share one encoder. With ``negatives_cross_device`` every rank
     scores its queries against the passages of all ranks (``all_gather_with_grad``), which
@@ -44,36 +49,50 @@ class BiEncoderModule(L.LightningModule):
     negatives and the gradients are those of the padded batch (up to float rounding; with
     dropout on, the masks are drawn differently).
 
+    With ``mask_false_negatives`` a passage whose tokens equal those of a query's positive
+    (the same text) is not counted as that query's negative, on every path and across
+    ranks; ``train/masked_negatives`` logs how many were masked per step (this rank's
+    queries).
+
     Logs ``train/loss``, ``train/accuracy`` (in-batch top-1: the positive scores highest),
     ``train/lr``, ``train/samples_per_s`` and ``train/tokens_per_s`` (global, all ranks).
     At the end of ``fit`` rank 0 writes ``final_model_dir`` with ``save_pretrained``.
 
     Args:
         encoder: the ``TextEncoder`` to train.
-        loss: an ``InfoNCELoss``.
+        loss: the criterion (``ctem.losses.Criterion``: ``InfoNCELoss``, ``DistillationLoss``, ...).
         optimizer: AdamW and learning-rate schedule settings.
         negatives_cross_device: share passages across ranks as negatives.
         grad_cache: gradient-cache settings (``GradCacheConfig`` fields).
         padding_free: padding-free encoding of the uncached step (``PaddingFreeConfig`` fields).
         final_model_dir: where to write the trained encoder (``None``: nowhere).
+        in_batch_negatives: score queries against the whole batch (``False``: each
+            against its own group only, every batch).
+        mask_false_negatives: exclude passages identical to a query's positive from its negatives.
+        matryoshka: Matryoshka settings (``MatryoshkaConfig`` fields: ``dims``, ``weights``).
     """
 
     def __init__(
         self,
         encoder: TextEncoder,
-        loss: InfoNCELoss,
+        loss: Criterion,
         optimizer: OptimizerConfig | dict[str, Any] | None = None,
         negatives_cross_device: bool = False,
         grad_cache: GradCacheConfig | dict[str, Any] | None = None,
         final_model_dir: str | None = None,
         padding_free: PaddingFreeConfig | dict[str, Any] | None = None,
+        in_batch_negatives: bool = True,
+        mask_false_negatives: bool = False,
+        matryoshka: MatryoshkaConfig | dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
-        self.loss_fn = loss
-        self.own_group_loss_fn = InfoNCELoss(temperature=loss.temperature, in_batch_negatives=False)
+        self.matryoshka = matryoshka if isinstance(matryoshka, MatryoshkaConfig) else MatryoshkaConfig(**(matryoshka or {}))
+        self.criterion = self.matryoshka.wrap(loss, normalize=encoder.normalize)
         self.optimizer_config = OptimizerConfig.from_any(optimizer)
         self.negatives_cross_device = negatives_cross_device
+        self.in_batch_negatives = in_batch_negatives
+        self.mask_false_negatives = mask_false_negatives
         self.grad_cache = grad_cache if isinstance(grad_cache, GradCacheConfig) else GradCacheConfig(**(grad_cache or {}))
         self.final_model_dir = final_model_dir
         self.padding_free = (
@@ -83,35 +102,40 @@ class BiEncoderModule(L.LightningModule):
         self.throughput = Throughput()
 
     # ------------------------------------------------------------------ loss
-    def scoring(self, in_batch_negatives: bool) -> tuple[InfoNCELoss, bool]:
-        """The loss for a batch and whether its passages are shared across ranks: the
-        configured ones, or for a batch without in-batch negatives each query's own group
-        of local passages only (nothing gathered from other ranks)."""
-        if in_batch_negatives:
-            return self.loss_fn, self.negatives_cross_device
-        return self.own_group_loss_fn, False
-
-    def contrastive_loss(
-        self, q: torch.Tensor, p: torch.Tensor, group_size: int, in_batch_negatives: bool = True
-    ) -> InfoNCEOutput:
-        """InfoNCE of local query embeddings ``[B, H]`` against local (or, cross-device,
-        all ranks') passage embeddings ``[B * G, H]``."""
-        loss_fn, cross_device = self.scoring(in_batch_negatives)
-        if cross_device:
-            rank, _ = rank_and_world()
-            return loss_fn(q, all_gather_with_grad(p), group_size, query_offset=rank * q.size(0))
-        return loss_fn(q, p, group_size)
+    def batch_layout(self, batch: dict[str, Any], num_queries: int) -> tuple[BatchLayout, bool]:
+        """The layout of ``batch`` (``num_queries`` local queries) and whether its passages
+        are gathered from every rank: in-batch negatives unless the stage or the batch
+        (``"in_batch_negatives": False``) turns them off, and then across ranks with
+        ``negatives_cross_device``; the keys of the passages' texts with
+        ``mask_false_negatives`` (gathered like the passages); the batch's teacher scores."""
+        in_batch = self.in_batch_negatives and bool(batch.get("in_batch_negatives", True))
+        cross_device = in_batch and self.negatives_cross_device
+        keys = None
+        if self.mask_false_negatives:
+            keys = text_keys(batch["passages"]["input_ids"], batch["passages"]["attention_mask"])
+            keys = all_gather_values(keys) if cross_device else keys
+        teacher = batch.get("teacher_scores")
+        if teacher is None and self.criterion.facts().needs_teacher_scores:
+            raise ValueError(
+                f"{type(self.criterion).__name__} needs teacher scores: every training row must carry "
+                "pos_scores and neg_scores (write them with ctem-score)"
+            )
+        offset = rank_and_world()[0] * num_queries if cross_device else 0
+        return BatchLayout(batch["group_size"], offset, in_batch, keys, teacher), cross_device
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        in_batch_negatives = bool(batch.get("in_batch_negatives", True))
         if self.grad_cache.enabled:
-            loss, accuracy = self.cached_loss(batch, in_batch_negatives)
+            loss, accuracy, masked = self.cached_loss(batch)
         else:
             q = self.encode_batch(batch["query"])
             p = self.encode_batch(batch["passages"])
-            out = self.contrastive_loss(q, p, batch["group_size"], in_batch_negatives)
-            loss, accuracy = out.loss, top1_accuracy(out)
+            layout, cross_device = self.batch_layout(batch, q.size(0))
+            out = self.criterion(q, all_gather_with_grad(p) if cross_device else p, layout)
+            loss, accuracy, masked = out.loss, top1_accuracy(out), out.masked
         self.log_step(loss, accuracy, batch)
+        if self.mask_false_negatives:
+            size = batch["query"]["input_ids"].size(0)
+            self.log("train/masked_negatives", masked.float(), batch_size=size, reduce_fx="sum")
         return loss
 
     def encode_batch(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -124,24 +148,24 @@ class BiEncoderModule(L.LightningModule):
         packed = packs(self.encoder.backbone)
         return encode_padding_free(self.encoder, tokens, config.chunk_rows, limit, packed=packed)
 
-    def cached_loss(self, batch: dict[str, Any], in_batch_negatives: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pass 1 of the gradient cache over ``batch``: the loss (whose backward runs pass 2)
-        and the accuracy."""
+    def cached_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Pass 1 of the gradient cache over ``batch``: the loss (whose backward runs pass 2),
+        the accuracy and the number of false negatives masked."""
         size = self.grad_cache.chunk_size
         queries = embed_chunks(self.encoder, batch["query"], size)
         passages = embed_chunks(self.encoder, batch["passages"], size)
-        loss_fn, cross_device = self.scoring(in_batch_negatives)
         q = queries.embeddings
+        layout, cross_device = self.batch_layout(batch, q.size(0))
         with torch.enable_grad():
             p_leaf = passages.embeddings.requires_grad_(True)
             pool = all_gather_with_grad(p_leaf) if cross_device else p_leaf
-            offset = rank_and_world()[0] * q.size(0) if cross_device else 0
-            loss, accuracy, q_grad, pool_grad = blockwise_infonce(loss_fn, q, pool, batch["group_size"], offset, size)
+            cached = blockwise_loss(self.criterion, q, pool, layout, size)
             # back through the gather (an all-reduce of the gradient) to this rank's passages
-            p_grad = torch.autograd.grad(pool, p_leaf, pool_grad)[0] if cross_device else pool_grad
+            p_grad = torch.autograd.grad(pool, p_leaf, cached.passage_grad)[0] if cross_device else cached.passage_grad
         parameters = [p for p in self.encoder.parameters() if p.requires_grad]
         ddp_sync = ddp_syncs_gradients(self.trainer.strategy.model)
-        return loss_with_replay(loss, self.encoder, [(queries, q_grad), (passages, p_grad)], parameters, ddp_sync), accuracy
+        inputs = [(queries, cached.query_grad), (passages, p_grad)]
+        return loss_with_replay(cached.loss, self.encoder, inputs, parameters, ddp_sync), cached.accuracy, cached.masked
 
     def log_step(self, loss: torch.Tensor, accuracy: torch.Tensor, batch: dict[str, Any], prefix: str = "train") -> None:
         """Loss, top-1 accuracy, learning rate and throughput of one step."""
@@ -155,7 +179,8 @@ class BiEncoderModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         """Refuse the gradient cache under FSDP, and record in the encoder the instruction
         its retrieval queries train with (the datamodule's ``trained_query_instruction``),
-        so evaluation during training and the exported model use the same one."""
+        so evaluation during training and the exported model use the same one; and the
+        Matryoshka dims the criterion trains, which the exported folder records."""
         strategy = self.trainer.strategy if self._trainer is not None else None
         if self.grad_cache.enabled and isinstance(strategy, FSDPStrategy):
             raise ValueError(
@@ -166,6 +191,9 @@ class BiEncoderModule(L.LightningModule):
         trained = getattr(datamodule, "trained_query_instruction", None)
         if stage == "fit" and trained is not None:
             self.encoder.query_instruction = trained
+        dims = self.criterion.facts().matryoshka_dims
+        if stage == "fit" and dims is not None:
+            self.encoder.matryoshka_dims = list(dims)
 
     def on_fit_start(self) -> None:
         """Refuse the gradient cache with DDP's unused-parameter search, which runs on the

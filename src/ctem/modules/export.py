@@ -11,6 +11,7 @@ import lightning as L
 import torch
 
 from ctem.encoder import TextEncoder
+from ctem.losses import CriterionFacts
 from ctem.model_card import is_hub_id, languages_hint, read_front_matter, write_model_card
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,13 @@ def _plain(value: Any) -> Any:
         return str(value)
 
 
+def criterion_facts(module: Any) -> CriterionFacts | None:
+    """What the contrastive stage's criterion declares, ``None`` for other stages."""
+    from ctem.modules.bi_encoder import BiEncoderModule  # here: bi_encoder imports this module
+
+    return module.criterion.facts() if isinstance(module, BiEncoderModule) else None
+
+
 def model_card_facts(trainer: L.Trainer, encoder: TextEncoder, parameters: int | None = None) -> dict[str, Any]:
     """The facts of :func:`ctem.model_card.render_model_card` for the model ``trainer`` just
     trained: the stage and its hyper-parameters (the LightningModule), the data (the
@@ -109,7 +117,7 @@ def model_card_facts(trainer: L.Trainer, encoder: TextEncoder, parameters: int |
     }
 
     optimizer = getattr(module, "optimizer_config", None)
-    loss = getattr(module, "loss_fn", None)
+    objective = criterion_facts(module)
     grad_cache = getattr(module, "grad_cache", None)
     collator = getattr(datamodule, "collator", None)
     accumulate = getattr(trainer, "accumulate_grad_batches", 1)
@@ -125,8 +133,12 @@ def model_card_facts(trainer: L.Trainer, encoder: TextEncoder, parameters: int |
         + (f"{optimizer.warmup_steps} steps" if optimizer.warmup_steps is not None else f"{optimizer.warmup_ratio:g} of the steps"),
         "weight decay": getattr(optimizer, "weight_decay", None),
         "steps": trainer.global_step,
-        "temperature": getattr(loss, "temperature", None),
-        "in-batch negatives": getattr(loss, "in_batch_negatives", None),
+        "objective": None if objective is None else objective.name,
+        "temperature": None if objective is None else objective.temperature,
+        **({} if objective is None else objective.settings),
+        "matryoshka dims": None if objective is None or objective.matryoshka_dims is None else list(objective.matryoshka_dims),
+        "in-batch negatives": getattr(module, "in_batch_negatives", None),
+        "false-negative masking": getattr(module, "mask_false_negatives", None),
         "cross-device negatives": getattr(module, "negatives_cross_device", None),
         "gradient cache": None if grad_cache is None else (f"chunks of {grad_cache.chunk_size}" if grad_cache.enabled else False),
         "dataset sampling": getattr(datamodule, "sampling", None),

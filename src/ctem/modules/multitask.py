@@ -8,7 +8,7 @@ import torch
 
 from ctem.encoder import TextEncoder
 from ctem.grad_cache import GradCacheConfig
-from ctem.losses import InfoNCELoss
+from ctem.losses import Criterion, MatryoshkaConfig
 from ctem.modules.bi_encoder import BiEncoderModule
 from ctem.optim import OptimizerConfig
 from ctem.packing import PaddingFreeConfig
@@ -31,21 +31,27 @@ class MultiTaskModule(BiEncoderModule):
     that had a batch in that window (``self.log`` would repeat a task's last value at the
     steps of other tasks). Under DDP they are rank 0's batches, like ``train/loss``.
 
-    Args: as ``BiEncoderModule``; ``loss.in_batch_negatives=False`` turns in-batch
+    Args: as ``BiEncoderModule``; ``in_batch_negatives=False`` turns in-batch
     negatives off for every dataset.
     """
 
     def __init__(
         self,
         encoder: TextEncoder,
-        loss: InfoNCELoss,
+        loss: Criterion,
         optimizer: OptimizerConfig | dict[str, Any] | None = None,
         negatives_cross_device: bool = False,
         grad_cache: GradCacheConfig | dict[str, Any] | None = None,
         final_model_dir: str | None = None,
         padding_free: PaddingFreeConfig | dict[str, Any] | None = None,
+        in_batch_negatives: bool = True,
+        mask_false_negatives: bool = False,
+        matryoshka: MatryoshkaConfig | dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(encoder, loss, optimizer, negatives_cross_device, grad_cache, final_model_dir, padding_free)
+        super().__init__(
+            encoder, loss, optimizer, negatives_cross_device, grad_cache, final_model_dir, padding_free,
+            in_batch_negatives, mask_false_negatives, matryoshka,
+        )
         # task -> [loss sum, accuracy sum, batches] since the last write to the loggers
         self._task_sums: dict[str, list[float]] = {}
         self._batches_since_write = 0
