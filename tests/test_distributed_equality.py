@@ -117,3 +117,50 @@ def test_accumulated_clipped_step_is_the_same_everywhere(results: Path) -> None:
         weights = torch.load(run)["weights"]
         for name, value in ref.items():
             torch.testing.assert_close(weights[name], value, rtol=0, atol=1e-6, msg=f"{run.name} {name}")
+
+
+OBJECTIVE_HELPER = Path(__file__).parent / "helpers" / "objective_step.py"
+OBJECTIVE_CASES = [f"{name}_{mode}" for name in ("masked", "matryoshka", "distill") for mode in ("plain", "cache")]
+
+
+@pytest.fixture(scope="module")
+def objective_results(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("ddp_objectives")
+    vocab = write_vocab(tmp)
+    for world in ("single", "double"):
+        (tmp / world).mkdir()
+    _run([sys.executable, str(OBJECTIVE_HELPER), str(vocab), str(tmp / "single")], tmp)
+    _run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
+         str(OBJECTIVE_HELPER), str(vocab), str(tmp / "double")],
+        tmp,
+    )
+    return tmp
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", OBJECTIVE_CASES)
+def test_objectives_ddp_match_single_process(objective_results: Path, case: str) -> None:
+    """False-negative masking (duplicates placed across ranks), Matryoshka and teacher
+    distillation: a 2-process step with cross-device negatives equals the 1-process step
+    on the whole batch, padding-free and with the gradient cache, and each rank masks the
+    duplicates its own queries meet (3 in all)."""
+    ref = torch.load(objective_results / "single" / f"{case}_rank0.pt")
+    ranks = [torch.load(objective_results / "double" / f"{case}_rank{r}.pt") for r in (0, 1)]
+    assert abs(sum(r["loss"] for r in ranks) / 2 - ref["loss"]) / abs(ref["loss"]) < 1e-5
+    for r in ranks:
+        assert _rel_err(_flat(r["grads"]), _flat(ref["grads"])) < 1e-5
+        _assert_each_close(r["grads"], ref["grads"])
+    assert ref["masked"] == 3 and [r["masked"] for r in ranks] == [1, 2]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", ["masked", "matryoshka", "distill"])
+def test_objectives_cached_match_plain(objective_results: Path, objective: str) -> None:
+    for world, ranks in (("single", (0,)), ("double", (0, 1))):
+        for r in ranks:
+            plain = torch.load(objective_results / world / f"{objective}_plain_rank{r}.pt")
+            cache = torch.load(objective_results / world / f"{objective}_cache_rank{r}.pt")
+            assert abs(plain["loss"] - cache["loss"]) <= 1e-5 * abs(plain["loss"])
+            assert _rel_err(_flat(cache["grads"]), _flat(plain["grads"])) < 1e-5
+            _assert_each_close(cache["grads"], plain["grads"])
