@@ -119,6 +119,8 @@ class TextEncoder(nn.Module):
         self.query_instruction: str | None = resolve_instruction(
             query_instruction if query_instruction is not None else saved.get("query_instruction")
         )
+        # The embedding prefixes a Matryoshka stage trained (recorded on saving), or None.
+        self.matryoshka_dims: list[int] | None = saved.get("matryoshka_dims")
         kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
         if attn_implementation:
             kwargs["attn_implementation"] = attn_implementation
@@ -291,6 +293,8 @@ class TextEncoder(nn.Module):
             "passage_max_length": self.passage_max_length,
             "query_instruction": self.query_instruction or "",
         }
+        if self.matryoshka_dims:
+            settings["matryoshka_dims"] = list(self.matryoshka_dims)
         _write_json(out / CTEM_CONFIG_NAME, settings)
         _write_sentence_transformers_files(out, self)
 

@@ -37,6 +37,7 @@ from ctem.evaluation import (
 )
 from ctem.evaluation.mteb_format import MODEL_META_FILE, mteb_results_dir, mteb_task_path, write_mteb_results
 from ctem.evaluation.report import SUMMARY_FILES, task_json_path
+from ctem.evaluation.runner import truncated
 from ctem.evaluation.tasks import check_unique_names
 from ctem.files import check_distinct, staged_files
 
@@ -112,8 +113,9 @@ def run(cfg: DictConfig) -> list[TaskResult]:
 
     settings = config.for_model(encoder.query_instruction)
     print(f"[ctem-eval] {describe_instruction(settings, config.query_instruction)}", flush=True)
-    results = CMTEBEvaluator(tasks, settings).run(adapter, start, end)
-    print("\n" + write_outputs(results, tasks, out_dir, model_name, encoder.dim))
+    encode = adapter if config.truncate_dim is None else truncated(adapter, config.truncate_dim, encoder.normalize)
+    results = CMTEBEvaluator(tasks, settings).run(encode, start, end)
+    print("\n" + write_outputs(results, tasks, out_dir, model_name, config.truncate_dim or encoder.dim))
     print(f"[ctem-eval] results in {out_dir.resolve()}")
     return results
 

@@ -28,12 +28,16 @@ class EvalConfig(EvalSettings):
         batch_size: texts per forward pass.
         max_length: token limit of every text (``None``: the model's ``query_max_length``
             for queries, ``passage_max_length`` for the rest).
+        truncate_dim: evaluate the first ``truncate_dim`` values of each embedding
+            (re-normalised for a normalising model; a Matryoshka model's prefixes);
+            ``None``: the whole embedding. ``ctem-eval`` only.
     """
 
     tasks: tuple[str, ...] | None = None
     task_types: tuple[str, ...] | None = None
     batch_size: int = 64
     max_length: int | None = None
+    truncate_dim: int | None = None
 
     def __post_init__(self) -> None:
         self.tasks = _tuple(self.tasks)
@@ -47,3 +51,7 @@ class EvalConfig(EvalSettings):
                 raise SettingError(f"eval.{name}", list(getattr(self, name)), f"unknown task types {unknown}; known: {list(TASK_TYPES)}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise SettingError("eval.batch_size", self.batch_size, "must be at least 1")
+        if self.truncate_dim is not None and (
+            isinstance(self.truncate_dim, bool) or not isinstance(self.truncate_dim, int) or self.truncate_dim < 1
+        ):
+            raise SettingError("eval.truncate_dim", self.truncate_dim, "must be at least 1 (null: the whole embedding)")

@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from ctem.encoding import EncodeFn
 from ctem.evaluation.evaluators import (
     evaluate_classification,
@@ -22,6 +24,7 @@ from ctem.evaluation.evaluators import (
 from ctem.evaluation.evaluators.retrieval import DEFAULT_K_VALUES
 from ctem.evaluation.tasks import TASK_TYPES, Task
 from ctem.instructions import evaluation_instruction, resolve_instruction
+from ctem.settings import SettingError
 
 
 @dataclass
@@ -153,6 +156,22 @@ class CMTEBEvaluator:
             if on_task_end:
                 on_task_end(result)
         return results
+
+
+def truncated(encode: EncodeFn, dim: int, normalize: bool) -> EncodeFn:
+    """``encode`` keeping the first ``dim`` values of each embedding (a Matryoshka prefix),
+    re-normalised to unit length when ``normalize``."""
+
+    def encode_prefix(texts: Sequence[str], instruction: str | None = None, is_query: bool = False) -> np.ndarray:
+        out = encode(texts, instruction, is_query=is_query)
+        if dim > out.shape[1]:
+            raise SettingError("eval.truncate_dim", dim, f"exceeds the model's embedding size {out.shape[1]}")
+        out = np.ascontiguousarray(out[:, :dim])
+        if normalize:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
+
+    return encode_prefix
 
 
 def averages(results: Sequence[TaskResult]) -> dict[str, float]:
