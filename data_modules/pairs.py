@@ -2,7 +2,8 @@
 
 Rows (JSON lines, or a hub dataset with the same columns)::
 
-    {"query": str, "pos": [str, ...] | str, "neg": [str, ...]?, "prompt": str?, "type": str?}
+    {"query": str, "pos": [str, ...] | str, "neg": [str, ...]?, "prompt": str?, "type": str?,
+     "pos_scores": [float, ...]?, "neg_scores": [float, ...]?}   (teacher scores: both or neither)
 
 Per query and epoch the module draws one positive and ``train_group_size - 1`` negatives
 (see ``sample_group``), prepends the query instruction (the row's ``prompt`` wins over
@@ -56,6 +57,8 @@ _FEATURES = datasets.Features(
         "query": datasets.Value("string"),
         "pos": datasets.Sequence(datasets.Value("string")),
         "neg": datasets.Sequence(datasets.Value("string")),
+        "pos_scores": datasets.Sequence(datasets.Value("float64")),
+        "neg_scores": datasets.Sequence(datasets.Value("float64")),
         "prompt": datasets.Value("string"),
         "type": datasets.Value("string"),
         "source": datasets.Value("string"),
@@ -64,7 +67,7 @@ _FEATURES = datasets.Features(
     }
 )
 # The columns of a bad row (its ``error`` holds the record, see ``ctem.rows.table_row``).
-_EMPTY_ROW = {"query": "", "pos": [], "neg": [], "prompt": None, "type": None, "source": None, "line": None}
+_EMPTY_ROW = {"query": "", "pos": [], "neg": [], "pos_scores": [], "neg_scores": [], "prompt": None, "type": None, "source": None, "line": None}
 # What a data module's error for a bad row adds after the message.
 SKIP_NOTE = "data.on_bad_row=skip skips bad rows"
 
@@ -81,24 +84,29 @@ def _file_signature(files: list[str]) -> list[tuple[str, int, int]]:
     return [(os.path.abspath(f), os.path.getsize(f), os.stat(f).st_mtime_ns) for f in files]
 
 
-def sample_group(row: dict[str, Any], group_size: int, rng: random.Random) -> list[str]:
-    """``[positive, negative_1, ..., negative_{G-1}]`` for one query.
+def sample_group(row: dict[str, Any], group_size: int, rng: random.Random) -> dict[str, Any]:
+    """One query's group: ``{"passages": [positive, negative_1, ..., negative_{G-1}]}``, with
+    ``"teacher_scores"`` (the same passages' ``pos_scores`` / ``neg_scores``) when the row
+    has them.
 
     The positive is drawn uniformly from ``pos``. Negatives are drawn from ``neg`` without
     replacement; only when ``neg`` has fewer than ``G-1`` entries are all of them used and
     the rest drawn again with replacement.
     """
-    positive = rng.choice(row["pos"])
+    positive = rng.choice(range(len(row["pos"])))
     need = group_size - 1
-    negatives = list(row["neg"])
+    negatives = list(range(len(row["neg"])))
     if need <= 0:
-        return [positive]
-    if len(negatives) >= need:
+        chosen = []
+    elif len(negatives) >= need:
         chosen = rng.sample(negatives, need)
     else:
         rng.shuffle(negatives)
-        chosen = negatives + rng.choices(row["neg"], k=need - len(negatives))
-    return [positive, *chosen]
+        chosen = negatives + rng.choices(range(len(row["neg"])), k=need - len(negatives))
+    group: dict[str, Any] = {"passages": [row["pos"][positive], *(row["neg"][i] for i in chosen)]}
+    if row.get("pos_scores") and (row.get("neg_scores") or not chosen):
+        group["teacher_scores"] = [row["pos_scores"][positive], *(row["neg_scores"][i] for i in chosen)]
+    return group
 
 
 class PairDataset(Dataset):
@@ -119,7 +127,7 @@ class PairDataset(Dataset):
         rng = random.Random(f"{self.seed}:{epoch}:{index}")
         return {
             "query": with_instruction(row["query"], row["prompt"], self.query_instruction),
-            "passages": sample_group(row, self.group_size, rng),
+            **sample_group(row, self.group_size, rng),
         }
 
     def mining_rows(self, group: str | None = None) -> list[dict[str, Any]]:
@@ -149,10 +157,12 @@ class PairDataset(Dataset):
             raise ValueError(f"{len(short)} row(s) (first: row {short[0]}) got no negatives; group size needs {need}")
 
     def set_negatives(self, negatives: Sequence[Sequence[str]]) -> None:
-        """Replace every row's ``neg`` list (in row order) after ``check_negatives``."""
+        """Replace every row's ``neg`` list (in row order) after ``check_negatives``; the
+        teacher's ``neg_scores`` no longer match and are dropped."""
         self.check_negatives(negatives)
-        rows = self.rows.remove_columns("neg")
-        self.rows = rows.add_column("neg", [list(n) for n in negatives], feature=_FEATURES["neg"])
+        rows = self.rows.remove_columns(["neg", "neg_scores"])
+        rows = rows.add_column("neg", [list(n) for n in negatives], feature=_FEATURES["neg"])
+        self.rows = rows.add_column("neg_scores", [[] for _ in negatives], feature=_FEATURES["neg_scores"])
 
 
 class StreamingPairDataset(IterableDataset):
@@ -186,7 +196,7 @@ class StreamingPairDataset(IterableDataset):
         for row in good_rows(self.rows, self.on_bad_row, self.report, SKIP_NOTE):
             yield {
                 "query": with_instruction(row["query"], row["prompt"], self.query_instruction),
-                "passages": sample_group(row, self.group_size, rng),
+                **sample_group(row, self.group_size, rng),
             }
 
 
@@ -227,6 +237,14 @@ class PairCollator:
             "passages": self._tokenize(passages, self.passage_max_length),
             "group_size": group_sizes.pop(),
         }
+        scored = sum("teacher_scores" in s for s in samples)
+        if scored == len(samples):
+            batch["teacher_scores"] = torch.tensor([s["teacher_scores"] for s in samples], dtype=torch.float32)
+        elif scored:
+            raise ValueError(
+                f"{scored} of the batch's {len(samples)} rows carry teacher scores (pos_scores / neg_scores): "
+                "score every row (ctem-score) or none"
+            )
         if "task" in samples[0]:
             batch["task"] = samples[0]["task"]
         return batch

@@ -30,11 +30,21 @@ def test_sample_group_rules() -> None:
     rng = random.Random(0)
     row = {"pos": ["p"], "neg": ["a", "b", "c"]}
     for _ in range(20):
-        group = sample_group(row, 3, rng)
+        group = sample_group(row, 3, rng)["passages"]
         assert group[0] == "p" and len(set(group[1:])) == 2  # without replacement
     few = sample_group({"pos": ["p"], "neg": ["a"]}, 4, rng)
-    assert few == ["p", "a", "a", "a"]  # repeats only when too few
-    assert sample_group(row, 1, rng) == ["p"]
+    assert few == {"passages": ["p", "a", "a", "a"]}  # repeats only when too few
+    assert sample_group(row, 1, rng) == {"passages": ["p"]}
+
+
+def test_sample_group_carries_the_teacher_scores_of_its_passages() -> None:
+    rng = random.Random(0)
+    row = {"pos": ["p", "q"], "neg": ["a", "b", "c"], "pos_scores": [0.9, 0.8], "neg_scores": [0.1, 0.2, 0.3]}
+    score = {"p": 0.9, "q": 0.8, "a": 0.1, "b": 0.2, "c": 0.3}
+    for _ in range(20):
+        group = sample_group(row, 3, rng)
+        assert group["teacher_scores"] == [score[p] for p in group["passages"]]
+    assert "teacher_scores" not in sample_group({**row, "neg_scores": []}, 3, rng)  # after a negative refresh
 
 
 def test_batches_layout_and_determinism(tmp_path, tokenizer) -> None:
@@ -155,3 +165,29 @@ def test_streaming_yields_groups(tmp_path, tokenizer) -> None:
     dm.setup("fit")
     batches = list(dm.train_dataloader())
     assert len(batches) == 2 and batches[0]["passages"]["input_ids"].shape[0] == 10
+
+
+def test_teacher_scores_reach_the_batch(tmp_path, tokenizer) -> None:
+    rows = [{**r, "pos_scores": [1.0], "neg_scores": [0.5, 0.25, 0.0]} for r in GOOD]
+    dm = PairDataModule(tokenizer, train_files=str(write_rows(tmp_path / "s.jsonl", rows)), batch_size=4,
+                        train_group_size=3, query_max_length=16, passage_max_length=16, seed=0, cache_dir=str(tmp_path / "c"))
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["teacher_scores"].shape == (4, 3) and (batch["teacher_scores"][:, 0] == 1.0).all()
+
+
+@pytest.mark.parametrize(
+    ("row", "field", "message"),
+    [
+        ({"pos_scores": [1.0, 2.0], "neg_scores": [0.1, 0.2, 0.3]}, "pos_scores", "2 score(s) for 1 pos passage(s)"),
+        ({"pos_scores": [1.0], "neg_scores": [0.1, "x", 0.3]}, "neg_scores[1]", "expected a number, got str"),
+        ({"pos_scores": [1.0]}, "neg_scores", "need both pos_scores and neg_scores"),
+        ({"pos_scores": 1.0, "neg_scores": [0.1, 0.2, 0.3]}, "pos_scores", "expected a list of numbers"),
+    ],
+)
+def test_bad_teacher_scores_name_file_line_and_field(tmp_path, tokenizer, row, field, message) -> None:
+    f = write_rows(tmp_path / "bad.jsonl", [GOOD[0], {**GOOD[1], **row}])
+    dm = PairDataModule(tokenizer, train_files=str(f), train_group_size=3, cache_dir=str(tmp_path / "c"))
+    with pytest.raises(DataFormatError) as err:
+        dm.setup("fit")
+    assert (err.value.file, err.value.line, err.value.field) == (str(f), 2, field) and message in str(err.value)

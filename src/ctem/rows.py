@@ -277,11 +277,30 @@ def _optional_text(row: dict, key: str, location: str) -> str | None:
     return value
 
 
+def _score_list(row: dict, key: str, texts: list[str], texts_key: str, location: str) -> list[float]:
+    """The teacher scores under ``key``: one finite number per entry of ``texts`` (the row's
+    ``texts_key``); ``[]`` when absent."""
+    value = row.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise DataFormatError(location, key, f"expected a list of numbers, got {type(value).__name__}")
+    for i, item in enumerate(value):
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            raise DataFormatError(location, f"{key}[{i}]", f"expected a number, got {type(item).__name__}")
+    if len(value) != len(texts):
+        raise DataFormatError(location, key, f"has {len(value)} score(s) for {len(texts)} {texts_key} passage(s)")
+    return [float(v) for v in value]
+
+
 def validate_pair_row(row: Any, location: str, min_negatives: int = 0) -> dict[str, Any]:
-    """A C-MTP-style row ``{"query", "pos", "neg"?, "prompt"?, "type"?}`` in normal form.
+    """A C-MTP-style row ``{"query", "pos", "neg"?, "pos_scores"?, "neg_scores"?, "prompt"?,
+    "type"?}`` in normal form.
 
     ``pos`` may be a string or a list; the result always has lists and every key.
-    ``min_negatives`` > 0 requires that many entries in ``neg``.
+    ``min_negatives`` > 0 requires that many entries in ``neg``. ``pos_scores`` /
+    ``neg_scores`` (FlagEmbedding's fields, written by ``ctem-score``) are a teacher's scores
+    of ``pos`` / ``neg``, one number each, given together (``[]`` when absent).
     """
     require_object(row, location)
     query = require_text(row, "query", location)
@@ -294,10 +313,17 @@ def validate_pair_row(row: Any, location: str, min_negatives: int = 0) -> dict[s
             f"has {len(neg)} negative(s) but train_group_size needs at least {min_negatives}: "
             "mine hard negatives with `ctem-mine` or lower data.train_group_size",
         )
+    pos_scores = _score_list(row, "pos_scores", pos, "pos", location)
+    neg_scores = _score_list(row, "neg_scores", neg, "neg", location)
+    if neg and bool(pos_scores) != bool(neg_scores):
+        missing = "neg_scores" if pos_scores else "pos_scores"
+        raise DataFormatError(location, missing, "missing: teacher scores need both pos_scores and neg_scores")
     return {
         "query": query,
         "pos": pos,
         "neg": neg,
+        "pos_scores": pos_scores,
+        "neg_scores": neg_scores,
         "prompt": _optional_text(row, "prompt", location),
         "type": _optional_text(row, "type", location),
     }
