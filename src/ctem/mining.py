@@ -441,6 +441,11 @@ def check_mining_paths(
     check_not_inputs([output], inputs)
 
 
+def stale_scores_dropped(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` without its teacher scores (``pos_scores`` / ``neg_scores``), which describe its old negatives."""
+    return {key: value for key, value in row.items() if key not in ("pos_scores", "neg_scores")}
+
+
 def write_jsonl_atomic(rows: Iterable[dict[str, Any]], output: str | os.PathLike) -> Path:
     """Write JSON lines to a temporary file beside ``output``, then rename it into place."""
     with atomic_writer(output) as handle:
@@ -477,7 +482,8 @@ def mine_jsonl(
     Without ``candidate_pool_files`` the pool is every positive and negative of the same
     input file (``pool_scope="file"``, in-domain negatives, as when FlagEmbedding is run per
     file) or of all input files (``"all"``). Output rows are the input objects unchanged
-    except ``neg``, which holds the mined negatives; rows skipped under
+    except ``neg``, which holds the mined negatives (a teacher's ``pos_scores`` /
+    ``neg_scores`` no longer match it and are dropped: score again with ``ctem-score``); rows skipped under
     ``on_bad_row=skip`` are left out and reported.
     """
     config = config or MiningConfig()
@@ -509,6 +515,6 @@ def mine_jsonl(
             results.append(miner.mine(group))
         result = _merge(results)
         rows = [row for group in groups.values() for row in group]
-    written = ({**row["original"], "neg": negatives} for row, negatives in zip(rows, result.negatives))
+    written = ({**stale_scores_dropped(row["original"]), "neg": negatives} for row, negatives in zip(rows, result.negatives))
     write_jsonl_atomic(written, output)
     return result
