@@ -21,6 +21,7 @@ from transformers import AutoConfig, AutoModel, PreTrainedTokenizerBase
 from ctem.encoding import EncoderAdapter
 from ctem.files import COMPLETE_MARKER, check_complete, staged_folder, write_complete_marker
 from ctem.instructions import resolve_instruction
+from ctem.lora import LoraConfig, merged_backbone
 from ctem.packing import packed_hidden
 from ctem.remote_code import check_remote_code, refused_remote_code
 from ctem.tokenization import check_local_or_hub, check_max_length, load_tokenizer
@@ -81,6 +82,8 @@ class TextEncoder(nn.Module):
             ``ctem-eval`` evaluates with it. Default: the one the loaded folder records.
         trust_remote_code: run Python code a model folder ships (``auto_map``); off, such a
             folder is refused with ``ctem.remote_code.RemoteCodeError``, never a prompt.
+        lora: LoRA adapters on the backbone (``ctem.lora.LoraConfig`` fields): only they
+            train; ``save_pretrained`` writes the merged weights.
         compile: compile the backbone with ``torch.compile`` (dynamic shapes; weights and
             saved files are unchanged).
     """
@@ -99,6 +102,7 @@ class TextEncoder(nn.Module):
         query_instruction: str | None = None,
         trust_remote_code: bool = False,
         compile: bool = False,
+        lora: LoraConfig | dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if (name_or_path is None) == (config is None):
@@ -159,6 +163,8 @@ class TextEncoder(nn.Module):
         unused = getattr(self.backbone, "pooler", None)
         if isinstance(unused, nn.Module):
             unused.requires_grad_(False)
+        self.lora = LoraConfig.from_any(lora)
+        self.backbone = self.lora.apply(self.backbone)
         if gradient_checkpointing:
             self.set_gradient_checkpointing(True)
         if compile:
@@ -284,7 +290,10 @@ class TextEncoder(nn.Module):
 
     def _write_files(self, out: Path, backbone_state: dict[str, torch.Tensor] | None) -> None:
         """The model files of :meth:`save_pretrained`, into the folder ``out``."""
-        self.backbone.save_pretrained(out, state_dict=backbone_state, safe_serialization=True)
+        if self.lora.enabled:
+            merged_backbone(self.backbone, backbone_state).save_pretrained(out, safe_serialization=True)
+        else:
+            self.backbone.save_pretrained(out, state_dict=backbone_state, safe_serialization=True)
         self.tokenizer.save_pretrained(out)
         settings = {
             "pooling": self.pooling,
