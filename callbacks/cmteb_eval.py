@@ -26,6 +26,7 @@ from ctem.evaluation import (
     EvalConfig,
     TaskResult,
     averages,
+    check_main_scores,
     load_local_tasks,
 )
 
@@ -74,6 +75,7 @@ class CMTEBEvalCallback(Callback):
             raise ValueError(f"every_n_steps must be positive or null, got {every_n_steps}")
         self.config = eval or EvalConfig()
         self.tasks = load_local_tasks(tasks_dir, self.config.tasks, self.config.task_types)
+        check_main_scores(self.tasks, self.config)  # a typo is found now, not after the first evaluation
         self.every_n_steps = every_n_steps
         self.eval_on_epoch_end = on_epoch_end
         self.eval_on_train_start = on_train_start

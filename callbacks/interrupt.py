@@ -6,11 +6,19 @@ raising ``KeyboardInterrupt`` and exiting 1. Either way this callback writes the
 training state to ``<dirpath>/interrupted.ckpt``; ``ctem-train`` then says where, in one
 line, and exits 1, so a script (``set -e``) stops instead of going on without a model, and
 ``ckpt_path=<that file>`` continues the run exactly where it stopped.
+
+After the last step, Lightning's signal handling has ended; from ``on_fit_end`` (before the
+stage's final export) until ``teardown`` this callback turns SIGTERM into the same
+``SIGTERMException``, so a stopped export saves the checkpoint and says so too
+(``exporting``) instead of dying silently with status 143.
 """
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
@@ -29,8 +37,25 @@ class InterruptCheckpoint(Callback):
         self.filename = filename
         self.signal: str | None = None
         self.saved: Path | None = None
+        self.exporting = False
+        self._previous: Any = None
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Training is done and the stage's export comes next: SIGTERM stops it as it stops a step."""
+        self.exporting = True
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, _raise_sigterm)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()
         name = next((n for kind, n in SIGNALS.items() if isinstance(exception, kind)), None)
         if name is None:
             return
@@ -38,3 +63,7 @@ class InterruptCheckpoint(Callback):
         path = Path(self.dirpath or Path(trainer.default_root_dir) / "checkpoints") / self.filename
         trainer.save_checkpoint(path)  # collective under DDP
         self.saved = path.resolve()
+
+
+def _raise_sigterm(signum: int, frame: Any) -> None:
+    raise SIGTERMException()

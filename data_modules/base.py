@@ -74,15 +74,14 @@ class ShardedDataModule(L.LightningDataModule):
     configs set ``use_distributed_sampler: false``) and build their loader here.
 
     Subclasses call ``super().__init__(loader)`` (the ``LoaderConfig`` every module takes,
-    kept as ``self.loader``) and set ``batch_size``, ``seed`` and, for ``sharded_loader``,
-    ``drop_last``.
+    kept as ``self.loader``) and set ``batch_size`` (checked: ``SettingError`` naming
+    ``data.batch_size``), ``seed`` and, for ``sharded_loader``, ``drop_last``.
 
     Checkpoints hold where the run stands in its data and its random states
     (``state_dict``); a run resumed from one continues with the next batch of the same
     epoch, with the same randomness (see ``ctem.data_modules.resume``).
     """
 
-    batch_size: int
     seed: int
     drop_last: bool
 
@@ -92,6 +91,17 @@ class ShardedDataModule(L.LightningDataModule):
     def __init__(self, loader: LoaderConfig | Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self.loader = LoaderConfig.of(loader)
+
+    @property
+    def batch_size(self) -> int:
+        """Rows per batch per device; set by the subclass, refused unless a whole number >= 1."""
+        return self._batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SettingError("data.batch_size", value, "must be a whole number >= 1")
+        self._batch_size = value
 
     def state_dict(self) -> dict[str, Any]:
         """While fitting: the ``epoch``, the batches of it trained on (``batches_done``) and

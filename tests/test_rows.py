@@ -53,7 +53,7 @@ def test_raise_or_skip_raises_under_error_and_counts_and_warns_under_skip(caplog
     assert caplog.messages == ["skipping bad row: a.jsonl:2: field 'query': missing", "skipping bad row: a.jsonl:5: invalid JSON"]
     with pytest.raises(ValueError, match="needs a BadRowReport"):
         raise_or_skip(error, "skip", None)
-    with pytest.raises(ValueError, match="on_bad_row must be 'error' or 'skip'"):
+    with pytest.raises(ValueError, match="on_bad_row=.*: must be 'error' or 'skip'"):
         raise_or_skip(error, "ignore", report)
 
 

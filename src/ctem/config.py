@@ -20,6 +20,15 @@ def asset_path(relative: str) -> str:
     return str(path)
 
 
+def cache_home() -> str:
+    """The user's cache folder as the XDG spec defines it: ``XDG_CACHE_HOME`` when set and not
+    empty (an empty one is unset: it never means the file-system root), else ``$HOME/.cache``,
+    else ``./.cache`` (``${ctem_cache_home:}``)."""
+    if os.environ.get("XDG_CACHE_HOME"):
+        return os.environ["XDG_CACHE_HOME"]
+    return str(Path(os.environ.get("HOME") or ".") / ".cache")
+
+
 def wandb_offline(mode: str = "auto") -> bool:
     """``auto``: offline exactly when no W&B API key is configured (env or ``wandb login``)."""
     if mode in (True, False):
@@ -55,12 +64,13 @@ def new_folder(path: str) -> str:
 
 
 def register_resolvers() -> None:
-    """Register ``ctem_asset``, ``ctem_new_folder``, ``ctem_wandb_offline``,
+    """Register ``ctem_asset``, ``ctem_cache_home``, ``ctem_new_folder``, ``ctem_wandb_offline``,
     ``ctem_wandb_name`` and ``ctem_wandb_group`` (idempotent)."""
     from ctem.wandb_runs import wandb_run_group, wandb_run_name
 
     resolvers = {
         "ctem_asset": asset_path,
+        "ctem_cache_home": cache_home,
         "ctem_wandb_offline": wandb_offline,
         "ctem_wandb_name": wandb_run_name,
         "ctem_wandb_group": wandb_run_group,

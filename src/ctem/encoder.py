@@ -118,8 +118,9 @@ class TextEncoder(nn.Module):
         if self.pooling not in POOLING_MODES:
             raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {POOLING_MODES}")
         self.normalize: bool = saved.get("normalize", True) if normalize is None else normalize
-        self.query_max_length: int = query_max_length or saved.get("query_max_length", 64)
-        self.passage_max_length: int = passage_max_length or saved.get("passage_max_length", 256)
+        # None: the saved limit (0 is a setting too, refused below: it never means the default)
+        self.query_max_length: int = saved.get("query_max_length", 64) if query_max_length is None else query_max_length
+        self.passage_max_length: int = saved.get("passage_max_length", 256) if passage_max_length is None else passage_max_length
         self.query_instruction: str | None = resolve_instruction(
             query_instruction if query_instruction is not None else saved.get("query_instruction")
         )

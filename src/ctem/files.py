@@ -8,7 +8,7 @@ next write of the same target on that host removes those whose process no longer
 
 A folder written with :func:`staged_folder` and :func:`write_complete_marker` holds
 ``ctem_complete.json``, written last: the list of the files it was completed with.
-:func:`check_complete` names the first of them that is missing.
+:func:`check_complete` names the first of them that is missing or not of its recorded size.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterable, Iterator, Sequence
 
+from ctem.errors import CtemInputError
+
 COMPLETE_MARKER = "ctem_complete.json"
 # Files a complete folder may lose without being broken (documentation only).
 OPTIONAL_FILES = frozenset({"README.md"})
@@ -33,12 +35,12 @@ _HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 _RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
 
-class OutputPathError(ValueError):
+class OutputPathError(CtemInputError, ValueError):
     """A name from a file or setting would put an output outside its folder, or two outputs
     of one command on the same path."""
 
 
-class IncompleteFolderError(FileNotFoundError):
+class IncompleteFolderError(CtemInputError, FileNotFoundError):
     """A folder ctem writes as a whole lacks one of its files (an interrupted write)."""
 
 
@@ -95,6 +97,20 @@ def check_not_inputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str 
 
 
 # --------------------------------------------------------------------------- temporaries
+def check_writable_folder(folder: str | os.PathLike, setting: str) -> Path:
+    """``folder``, created if needed, once a file could be created in it; else
+    ``OutputPathError`` naming ``setting`` and why (checked before a run does any work, so
+    that a folder it cannot write is not found only at its end)."""
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path, prefix=".ctem-write-check."):
+            pass
+    except OSError as err:
+        raise OutputPathError(f"{setting}={folder}: cannot write there ({err.strerror or err}: {err.filename or path})") from None
+    return path
+
+
 def _temp_prefix(target: Path) -> str:
     return f".{target.name}.{_HOST}-{os.getpid()}."
 
@@ -176,7 +192,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=_temp_prefix(out), suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=_temp_prefix(out), suffix=".tmp")
+    except OSError as err:  # named by the temporary it could not create: name the output
+        raise type(err)(err.errno, err.strerror, str(out)) from None
     os.close(fd)
     try:
         yield Path(tmp)
@@ -314,7 +333,8 @@ def write_complete_marker(folder: str | os.PathLike) -> Path:
 
 def check_complete(folder: str | os.PathLike) -> None:
     """``IncompleteFolderError`` naming the marker when ``folder`` has none, or the first
-    file the marker lists (documentation aside) that is missing."""
+    file the marker lists (documentation aside) that is missing or whose size differs from
+    the recorded one (a truncated or altered file)."""
     root = Path(folder)
     marker = root / COMPLETE_MARKER
     if not marker.is_file():
@@ -325,6 +345,14 @@ def check_complete(folder: str | os.PathLike) -> None:
         files = json.loads(marker.read_text(encoding="utf-8"))["files"]
     except (ValueError, KeyError, TypeError) as err:
         raise IncompleteFolderError(f"{marker}: unreadable ({err}); write the folder again") from None
-    for name in files:
-        if name not in OPTIONAL_FILES and not (root / name).is_file():
-            raise IncompleteFolderError(f"{root / name}: missing from a model folder that was written completely; write it again")
+    for name, size in files.items():
+        path = root / name
+        if name in OPTIONAL_FILES:
+            continue
+        if not path.is_file():
+            raise IncompleteFolderError(f"{path}: missing from a model folder that was written completely; write it again")
+        if path.stat().st_size != size:
+            raise IncompleteFolderError(
+                f"{path}: {path.stat().st_size} bytes, but {size} when the folder was completed ({COMPLETE_MARKER}): "
+                "truncated or changed since; write the folder again"
+            )

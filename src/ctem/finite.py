@@ -15,10 +15,12 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from ctem.errors import CtemInputError
+
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
 
-class NonFiniteError(ArithmeticError):
+class NonFiniteError(CtemInputError, ArithmeticError):
     """A loss, gradient norm or embedding is NaN or infinite (the message says which, where)."""
 
 

@@ -15,11 +15,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from ctem.errors import CtemInputError
+
 # transformers' words when it refuses to run a model's code without trust_remote_code=True.
 _TRANSFORMERS_REFUSAL = "trust_remote_code=True"
 
 
-class RemoteCodeError(ValueError):
+class RemoteCodeError(CtemInputError, ValueError):
     """``source`` can only be loaded by running Python code of its own, and
     ``trust_remote_code`` is off."""
 

@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal, Mapping
 
+from ctem.errors import CtemInputError
+from ctem.settings import SettingError
+
 log = logging.getLogger(__name__)
 
 OnBadRow = Literal["error", "skip"]
@@ -32,13 +35,13 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def check_on_bad_row(on_bad_row: str) -> OnBadRow:
-    """``on_bad_row`` if it is ``error`` or ``skip``; else a ``ValueError`` naming the setting."""
+    """``on_bad_row`` if it is ``error`` or ``skip``; else a ``SettingError`` naming the setting."""
     if on_bad_row not in ("error", "skip"):
-        raise ValueError(f"on_bad_row must be 'error' or 'skip', got {on_bad_row!r}")
+        raise SettingError("on_bad_row", on_bad_row, "must be 'error' or 'skip'")
     return on_bad_row  # type: ignore[return-value]
 
 
-class DataSizeError(ValueError):
+class DataSizeError(CtemInputError, ValueError):
     """Training data too small for the configured batches (one line for the command line)."""
 
 
@@ -58,7 +61,7 @@ class RowLocation(str):
         return self.file, self.line
 
 
-class DataFormatError(ValueError):
+class DataFormatError(CtemInputError, ValueError):
     """A bad row, as a record: ``file``, ``line`` (``None`` when the error is not about one
     line of a file: a whole file, a hub dataset row), ``field`` (the offending key; ``None``
     for the row as a whole) and ``message``. Its text is

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ctem.errors import CtemInputError
 
-class SettingError(ValueError):
+
+class SettingError(CtemInputError, ValueError):
     """``setting=value: problem``."""
 
     def __init__(self, setting: str, value: Any, problem: str) -> None:

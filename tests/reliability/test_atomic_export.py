@@ -154,3 +154,13 @@ def test_the_pipeline_resumes_an_interrupted_stage_and_skips_only_complete_model
     assert len(calls) == 2 and f"ckpt_path={stage / 'checkpoints' / 'interrupted.ckpt'}" in calls[1].split()
     (stage / "final_model" / COMPLETE_MARKER).write_text("{}")
     assert len(_pipeline(tmp_path, tmp_path / "run")) == 2  # done: not run again
+
+
+@pytest.mark.parametrize("change", ["truncated", "grown"])
+def test_a_file_of_another_size_than_its_marker_records_is_named(tmp_path, tiny_model, change) -> None:
+    target = _copy(tiny_model, tmp_path)
+    weights = target / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2] if change == "truncated" else data + b"\0")
+    with pytest.raises(FileNotFoundError, match=f"^{weights}: {weights.stat().st_size} bytes, but {len(data)} when the folder was completed"):
+        TextEncoder.from_pretrained(target)

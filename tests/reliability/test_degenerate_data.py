@@ -62,7 +62,7 @@ def test_training_data_without_rows_is_an_error_naming_the_file(tmp_path, reader
 
 def test_training_command_on_skipped_rows_exits_1_without_a_model(tmp_path) -> None:
     path = data_file(tmp_path, "all_bad")
-    run = tiny_run(write_vocab(tmp_path), path, tmp_path / "run", "data.on_bad_row=skip", "data.streaming=true")
+    run = tiny_run(write_vocab(tmp_path), path, tmp_path / "run", "data.on_bad_row=skip", "data.streaming=true", "trainer.max_steps=2")
     proc = run_command("ctem.cli.train", *run, cwd=tmp_path)
     line = command_error(proc)
     assert str(path) in line and "no batch" in line
@@ -102,6 +102,7 @@ def test_mining_without_rows_is_one_line(tmp_path, tiny_model, which, kind) -> N
         ("bad.jsonl", b'{"text": "a"}\n{oops\n', "bad.jsonl:2: invalid JSON"),
         ("bad_utf8.txt", b"abc\n\xff\xfe\n", "bad_utf8.txt:2: invalid UTF-8"),
         ("surrogate.jsonl", b'{"text": "\\ud800"}\n', "surrogate.jsonl:1: invalid text: a lone UTF-16 surrogate"),
+        ("number.jsonl", b'{"text": "a"}\n{"text": 123}\n', "number.jsonl:2: field 'text': expected a string or a list of strings, got 123"),
     ],
 )
 def test_build_vocab_refuses_a_corpus_without_texts_or_with_bad_lines(tmp_path, name, content, message) -> None:

@@ -3,30 +3,22 @@
 from __future__ import annotations
 
 import functools
+import re
+import signal
 import sys
+import tempfile
+import threading
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
 
 from hydra.errors import InstantiationException
 from omegaconf.errors import MissingMandatoryValue
 
-from ctem.evaluation.tasks import TaskFormatError
-from ctem.rows import DataFormatError, DataSizeError
-from ctem.files import OutputPathError
-from ctem.finite import NonFiniteError
+from ctem.errors import CtemInputError
 from ctem.remote_code import RemoteCodeError
 from ctem.settings import SettingError
 
-# Errors in what the user gave (files, rows, task folders, output names): reported as one clear line.
-INPUT_ERRORS: tuple[type[Exception], ...] = (
-    DataFormatError,
-    DataSizeError,
-    TaskFormatError,
-    FileNotFoundError,
-    OutputPathError,
-    SettingError,
-    NonFiniteError,  # a run that diverged, a model with NaN weights
-)
 _EVAL_KEYS = ("tasks", "task_types", "instructions", "query_instruction", "instruction_task_types", "task_instructions", "batch_size", "max_length")
 _MINING_KEYS = ("range", "negative_number", "seed", "query_instruction", "false_negative_margin", "keep_existing", "use_gpu", "gpu_ids",
                 "index", "nlist", "nprobe", "search_batch_size", "batch_size")
@@ -44,21 +36,44 @@ MOVED_OVERRIDES: dict[str, dict[str, str]] = {
 }
 # The setting that allows a model's own code, per command (default: trust_remote_code).
 TRUST_SETTINGS = {"ctem-train": "model.trust_remote_code", "ctem-curate": "scorer.trust_remote_code"}
+# Flags with which Hydra only prints (help, the config) and runs nothing.
+INFO_FLAGS = frozenset({"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--resolve", "--shell-completion", "-sc"})
+# The config node of an object Hydra failed to build, as its error names it.
+_FULL_KEY = re.compile(r"\nfull_key: (\S+)\s*$")
 
 
 def error_message(command: str, err: BaseException) -> str | None:
-    """``command: error: ...`` for an error the user can fix (bad input, a model that needs
-    its own code, a file system error such as a full disk or a read-only / forbidden output
-    folder, naming the path), ``None`` for anything else (a bug: keep the traceback)."""
+    """``command: error: ...`` for an error the user can fix (any ``CtemInputError``, a model
+    that needs its own code, a file system error such as a full disk or a read-only /
+    forbidden output folder, naming the path, a bad argument of an object the config builds),
+    ``None`` for anything else (a bug: keep the traceback)."""
     if isinstance(err, InstantiationException) and err.__cause__ is not None:
-        return error_message(command, err.__cause__)  # raised while Hydra built an object
+        return built_object_message(command, err)
     if isinstance(err, RemoteCodeError):
         return f"{command}: error: {err.message(TRUST_SETTINGS.get(command, 'trust_remote_code'))}"
     if isinstance(err, OSError) and err.filename is not None and err.strerror:
         return f"{command}: error: {err.filename}: {err.strerror}"
-    if isinstance(err, (*INPUT_ERRORS, OSError)):
+    if isinstance(err, (CtemInputError, OSError)):
         return f"{command}: error: {err}"
     return None
+
+
+def built_object_message(command: str, err: InstantiationException) -> str | None:
+    """The line of an error raised while Hydra built an object (Hydra's own text spans
+    several lines): the cause's line, a ``SettingError`` named by its config path
+    (``data.batch_size=0: ...``), or a constructor's refusal of its arguments
+    (``ValueError``, Lightning's ``MisconfigurationException``) after the node's path."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    cause = err.__cause__
+    found = _FULL_KEY.search(str(err))
+    node = found[1] if found else ""
+    if isinstance(cause, SettingError) and node and not cause.setting.startswith(node.split(".")[0] + "."):
+        return f"{command}: error: {SettingError(f'{node}.{cause.setting}', cause.value, cause.problem)}"
+    message = error_message(command, cause)
+    if message is None and str(err).startswith("Error in call to target") and isinstance(cause, (ValueError, MisconfigurationException)):
+        return f"{command}: error: {node or 'config'}: {cause}"
+    return message
 
 
 @contextmanager
@@ -91,16 +106,48 @@ def moved_override(command: str, override: str) -> str | None:
     return None
 
 
+def run_folder_error(command: str, overrides: Sequence[str]) -> str | None:
+    """The one-line error when the folder this run's Hydra outputs go to cannot be created or
+    written (``hydra.run.dir``, ``hydra.sweep.dir`` or ``paths.log_dir``, else ``logs``), else
+    ``None``; Hydra itself would fail with a traceback. Probed by creating what is missing
+    and removing it again."""
+    given = {key: value for key, _, value in (o.lstrip("+").partition("=") for o in overrides if "=" in o)}
+    setting = next((key for key in ("hydra.run.dir", "hydra.sweep.dir", "paths.log_dir") if given.get(key)), None)
+    if setting and "${" in given[setting]:
+        return None  # resolved by Hydra; checked when it creates the folder
+    folder = Path(given[setting] if setting else "logs")
+    created: list[Path] = []
+    try:
+        for path in reversed([folder, *folder.parents]):
+            if not path.exists():
+                path.mkdir()
+                created.append(path)
+        with tempfile.TemporaryFile(dir=folder, prefix=".ctem-write-check."):
+            pass
+    except OSError as err:
+        return f"{command}: error: {setting or 'paths.log_dir'}={folder}: cannot create or write this run's folder ({err.strerror or err}: {err.filename or folder})"
+    finally:
+        for path in reversed(created):
+            path.rmdir()
+    return None
+
+
 def refuse_moved_overrides(command: str) -> Callable[[Callable[[], None]], Callable[[], None]]:
     """Decorate a Hydra main: before Hydra parses ``sys.argv``, an override of a moved path
     exits with status 1 and one line naming the new path (Hydra alone prints five lines
-    saying the key is not in the config)."""
+    saying the key is not in the config), and so does a run folder that cannot be created
+    (:func:`run_folder_error`; Hydra alone prints a traceback)."""
 
     def decorate(main: Callable[[], None]) -> Callable[[], None]:
         @functools.wraps(main)
         def checked() -> None:
-            for override in sys.argv[1:]:
+            args = sys.argv[1:]
+            for override in args:
                 message = None if override.startswith("-") else moved_override(command, override)
+                if message:
+                    raise SystemExit(message)
+            if not INFO_FLAGS.intersection(args):
+                message = run_folder_error(command, [a for a in args if not a.startswith("-")])
                 if message:
                     raise SystemExit(message)
             main()
@@ -108,3 +155,34 @@ def refuse_moved_overrides(command: str) -> Callable[[Callable[[], None]], Calla
         return checked
 
     return decorate
+
+
+def in_main_thread() -> bool:
+    """Whether signal handlers can be set here (only the main thread may)."""
+    return threading.current_thread() is threading.main_thread()
+
+
+class Interrupted(BaseException):
+    """SIGTERM arrived (raised by the handler of :func:`signals_as_messages`; Ctrl-C raises
+    ``KeyboardInterrupt``). A ``BaseException``, so no ``except Exception`` swallows it."""
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise Interrupted()
+
+
+@contextmanager
+def signals_as_messages(command: str, kept: str) -> Iterator[None]:
+    """SIGTERM (a scheduler, ``kill``) or SIGINT (Ctrl-C) inside the block ends the command
+    with exit status 1 and one line: the signal and ``kept``, what stays written and how to
+    continue (without it: SIGTERM kills silently with status 143). Outputs being written are
+    removed by the ``ctem.files`` writers on the way out."""
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted) if in_main_thread() else None
+    try:
+        yield
+    except (Interrupted, KeyboardInterrupt) as err:
+        name = "SIGTERM" if isinstance(err, Interrupted) else "SIGINT (Ctrl-C)"
+        raise SystemExit(f"{command}: stopped by {name}; {kept}") from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

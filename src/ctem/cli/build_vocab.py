@@ -12,25 +12,30 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 from functools import partial
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from ctem.cli import input_errors_as_messages
-from ctem.rows import DataSizeError, iter_valid_rows, require_object
+from ctem.rows import DataFormatError, DataSizeError, iter_valid_rows, require_object
 from ctem.tokenization import train_wordpiece_vocab
 
 
 def _field_texts(raw: Any, location: str, fields: tuple[str, ...]) -> dict[str, list[str]]:
-    """``{"texts": [...]}``: every string, or string in a list, under ``fields`` of a JSON row."""
+    """``{"texts": [...]}``: the string, or strings of a list, under each of ``fields`` that a
+    JSON row has; any other value there (a number, a list holding one) is a ``DataFormatError``
+    naming file, line and field (it was skipped without a word)."""
     row = require_object(raw, location)
     texts: list[str] = []
     for field in fields:
         value = row.get(field)
         if isinstance(value, str):
             texts.append(value)
-        elif isinstance(value, list):
-            texts.extend(v for v in value if isinstance(v, str))
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            texts.extend(value)
+        elif value is not None:
+            raise DataFormatError(location, field, f"expected a string or a list of strings, got {json.dumps(value, ensure_ascii=False)[:80]}")
     return {"texts": texts}
 
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,10 @@ import hydra
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ctem.cli import input_errors_as_messages
+from ctem.cli import input_errors_as_messages, refuse_moved_overrides, signals_as_messages
 from ctem.config import config_dir, register_resolvers
 from ctem.curation import CurationReport, Decontaminator, PairDeduplicator, PairScorer, TextNormalizer, curate
+from ctem.settings import SettingError
 
 
 def _as_list(value: Any) -> list[str]:
@@ -26,8 +28,29 @@ def _as_list(value: Any) -> list[str]:
     return [str(value)]
 
 
+def check_threshold(threshold: Any, scorer: str | None) -> None:
+    """Before any work: with a scorer, ``threshold`` is a number a cosine can reach (at most 1:
+    above, every pair would be dropped)."""
+    if not scorer:
+        return
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold <= 1:
+        raise SettingError("threshold", threshold, "must be a number of at most 1 (a cosine): a higher one keeps no pair")
+
+
+def kept_nothing_warnings(report: CurationReport) -> list[str]:
+    """A warning per input file that had rows and keeps none (its output file is empty; the
+    table says which filter dropped them)."""
+    return [
+        f"[ctem-curate] warning: {stats.input}: all {stats.rows_in} rows were dropped, its output file is empty; "
+        "the table above says by which filter"
+        for stats in report.files
+        if stats.rows_in and not stats.rows_out
+    ]
+
+
 def run(cfg: DictConfig) -> CurationReport:
     """Build scorer / deduplicator / decontaminator from ``cfg`` and curate."""
+    check_threshold(cfg.threshold, cfg.scorer.model_path)
     normalizer = TextNormalizer(cfg.normalize.lowercase, cfg.normalize.strip_punctuation)
     if cfg.scorer.num_threads:
         torch.set_num_threads(cfg.scorer.num_threads)
@@ -88,15 +111,19 @@ def run(cfg: DictConfig) -> CurationReport:
               + ", ".join(f"{t} {n}" for t, n in sorted(report.contamination.items())))
     print(f"[ctem-curate] {report.total.rows_in} rows in, {report.total.rows_out} out, {report.seconds:.1f}s; "
           f"results in {Path(cfg.output_dir).resolve()}")
+    for warning in kept_nothing_warnings(report):
+        print(warning, file=sys.stderr, flush=True)
     return report
 
 
 register_resolvers()
 
 
+@refuse_moved_overrides("ctem-curate")
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="curate")
 def main(cfg: DictConfig) -> None:
-    with input_errors_as_messages("ctem-curate"):
+    with input_errors_as_messages("ctem-curate"), \
+            signals_as_messages("ctem-curate", f"nothing written ({cfg.output_dir} is as it was): run the command again"):
         run(cfg)
 
 

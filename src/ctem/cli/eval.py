@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ctem import TextEncoder, __version__
-from ctem.cli import input_errors_as_messages, refuse_moved_overrides
+from ctem.cli import input_errors_as_messages, refuse_moved_overrides, signals_as_messages
 from ctem.config import config_dir, register_resolvers
 from ctem.evaluation import (
     CMTEBEvaluator,
@@ -30,6 +30,7 @@ from ctem.evaluation import (
     EvalSettings,
     Task,
     TaskResult,
+    check_main_scores,
     load_hub_tasks,
     load_local_tasks,
     write_summary,
@@ -99,6 +100,7 @@ def run(cfg: DictConfig) -> list[TaskResult]:
     model_name = cfg.model_name or Path(str(model_path).rstrip("/")).name
     out_dir = Path(cfg.output_dir)
     check_outputs(tasks, out_dir, model_name)
+    check_main_scores(tasks, config)
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     encoder = TextEncoder.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code).to(device)
     adapter = EncoderAdapter(
@@ -126,7 +128,8 @@ register_resolvers()
 @refuse_moved_overrides("ctem-eval")
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
 def main(cfg: DictConfig) -> None:
-    with input_errors_as_messages("ctem-eval"):
+    with input_errors_as_messages("ctem-eval"), \
+            signals_as_messages("ctem-eval", f"no results written ({cfg.output_dir} is as it was): run the command again"):
         run(cfg)
 
 

@@ -15,9 +15,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ctem.cli import input_errors_as_messages, refuse_moved_overrides
+from ctem.cli import input_errors_as_messages, refuse_moved_overrides, signals_as_messages
 from ctem.config import config_dir, register_resolvers
 from ctem.encoder import TextEncoder
+from ctem.files import check_writable_folder
 from ctem.mining import EmbeddingCache, MiningConfig, MiningResult, check_mining_paths, mine_jsonl, model_fingerprint
 
 log = logging.getLogger("ctem.mine")
@@ -32,6 +33,8 @@ def run(cfg: DictConfig) -> MiningResult:
     """Load the model, mine ``cfg.input`` and write ``cfg.output``."""
     config: MiningConfig = instantiate(cfg.mining)
     check_mining_paths(_plain(cfg.input), cfg.output, _plain(cfg.candidate_pool))  # before the model loads
+    if cfg.cache_dir:
+        check_writable_folder(cfg.cache_dir, "cache_dir")
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     overrides = {k: cfg[k] for k in ("query_max_length", "passage_max_length") if cfg[k] is not None}
     encoder = TextEncoder.from_pretrained(cfg.model_path, trust_remote_code=cfg.trust_remote_code, **overrides).to(device)
@@ -60,8 +63,14 @@ register_resolvers()
 @refuse_moved_overrides("ctem-mine")
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="mine")
 def main(cfg: DictConfig) -> None:
-    with input_errors_as_messages("ctem-mine"):
+    with input_errors_as_messages("ctem-mine"), signals_as_messages("ctem-mine", interrupted_note(cfg)):
         run(cfg)
+
+
+def interrupted_note(cfg: DictConfig) -> str:
+    """What a stopped run keeps: no output; the embeddings finished so far, when cached."""
+    cached = f" (embeddings finished so far stay cached in {cfg.cache_dir})" if cfg.cache_dir else ""
+    return f"{cfg.output} not written{cached}: run the command again"
 
 
 if __name__ == "__main__":

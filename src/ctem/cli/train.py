@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import signal
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import hydra
 import lightning as L
@@ -13,9 +15,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ctem.callbacks.interrupt import InterruptCheckpoint
-from ctem.cli import input_errors_as_messages, refuse_moved_overrides
+from ctem.checkpoint_io import check_resumable
+from ctem.cli import in_main_thread, input_errors_as_messages, refuse_moved_overrides, signals_as_messages
 from ctem.config import config_dir, register_resolvers
-from ctem.files import atomic_writer
+from ctem.files import atomic_writer, check_writable_folder
+from ctem.settings import SettingError
 from ctem.wandb_runs import end_wandb_runs
 
 log = logging.getLogger("ctem.train")
@@ -29,11 +33,17 @@ def instantiate_group(cfg: DictConfig | None) -> list[Any]:
 
 
 def run(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
-    """Build model, data, stage, callbacks, loggers and trainer from ``cfg`` and fit.
+    """Build callbacks, loggers and trainer (their settings and folders checked first), then
+    model, data and stage from ``cfg``; check the checkpoint to resume from; fit.
 
     ``extra_callbacks`` join the configured ones. Returns the built objects (for tests and
     scripts).
     """
+    check_logger_folders(cfg.get("logger"))
+    check_schedule_length(cfg)
+    callbacks = instantiate_group(cfg.get("callbacks")) + list(extra_callbacks)
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     L.seed_everything(cfg.seed, workers=True)
     encoder = instantiate(cfg.model)
     datamodule = instantiate(
@@ -43,17 +53,17 @@ def run(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str
         passage_max_length=encoder.passage_max_length,
     )
     module = instantiate(cfg.stage, encoder=encoder)
-    callbacks = instantiate_group(cfg.get("callbacks")) + list(extra_callbacks)
-    loggers = instantiate_group(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    ckpt_path = cfg.get("ckpt_path") if cfg.get("train", True) else None
+    if ckpt_path:
+        check_resumable(ckpt_path, module)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
     if cfg.get("train", True):
-        ckpt_path = cfg.get("ckpt_path")
         if ckpt_path:
             note_resume(Path(ckpt_path), Path(cfg.paths.output_dir), trainer)
         try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+            with lightning_handles_sigterm():
+                trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         except SystemExit:  # Lightning's way out on SIGTERM (status 0!) and Ctrl-C (status 1)
             if trainer.interrupted:
                 raise SystemExit(interrupted_message(trainer)) from None
@@ -61,11 +71,41 @@ def run(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str
     return {"encoder": encoder, "datamodule": datamodule, "module": module, "trainer": trainer}
 
 
+def check_logger_folders(loggers: DictConfig | None) -> None:
+    """Before any work: every configured logger's ``save_dir`` can be written (found at the
+    end of training otherwise, with the logger's files gone elsewhere)."""
+    for key, entry in (loggers or {}).items():
+        if isinstance(entry, DictConfig) and entry.get("save_dir"):
+            check_writable_folder(entry.save_dir, f"logger.{key}.save_dir")
+
+
+def check_schedule_length(cfg: DictConfig) -> None:
+    """Streamed data has no known length: only ``trainer.max_steps`` sizes the learning-rate
+    schedule then (``trainer.max_epochs`` cannot; found only when training starts otherwise)."""
+    max_steps = cfg.trainer.get("max_steps", -1)
+    if cfg.data.get("streaming") and (max_steps is None or max_steps < 1):
+        raise SettingError(
+            "trainer.max_steps", max_steps,
+            "streamed data (data.streaming=true) has no known length, so trainer.max_epochs cannot size the "
+            "learning-rate schedule: set trainer.max_steps > 0",
+        )
+
+
+@contextmanager
+def lightning_handles_sigterm() -> Iterator[None]:
+    """SIGTERM handled by Lightning alone while it fits (it also calls a handler it finds
+    installed, and the command's would stop the run in the middle of a step)."""
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL) if in_main_thread() else None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def note_resume(ckpt_path: Path, run_dir: Path, trainer: L.Trainer) -> None:
     """Say (and write to ``run_dir/resumed_from.txt``) which checkpoint and run folder this
-    run continues. A missing checkpoint is an input error."""
-    if not ckpt_path.is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
+    run continues."""
     if not trainer.is_global_zero:
         return
     earlier = ckpt_path.resolve().parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.resolve().parent
@@ -76,10 +116,17 @@ def note_resume(ckpt_path: Path, run_dir: Path, trainer: L.Trainer) -> None:
 
 
 def interrupted_message(trainer: L.Trainer) -> str:
-    """One line: which signal stopped the run at which step, and the checkpoint to resume from."""
+    """One line: which signal stopped the run at which step (or during the final export), and
+    the checkpoint to resume from."""
     saver = next((c for c in trainer.callbacks if isinstance(c, InterruptCheckpoint) and c.signal), None)
     if saver is None:
         return f"ctem-train: stopped at step {trainer.global_step} by a signal; no checkpoint saved (callbacks.interrupt_checkpoint is off)"
+    if saver.exporting:
+        return (
+            f"ctem-train: stopped by {saver.signal} during the final export (training had finished at step "
+            f"{trainer.global_step}; no final model written); resumable checkpoint {saver.saved}: "
+            f"export with ckpt_path={saver.saved}"
+        )
     return (
         f"ctem-train: stopped at step {trainer.global_step} by {saver.signal}; "
         f"resumable checkpoint {saver.saved}: continue with ckpt_path={saver.saved}"
@@ -116,7 +163,8 @@ register_resolvers()
 @refuse_moved_overrides("ctem-train")
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> None:
-    with input_errors_as_messages("ctem-train"):
+    with input_errors_as_messages("ctem-train"), \
+            signals_as_messages("ctem-train", "nothing to resume (no training step had run): run the command again"):
         built = run(cfg)
     if HydraConfig.initialized():
         report(cfg, built["trainer"])

@@ -15,6 +15,7 @@ from ctem.evaluation.runner import (
     EvalSettings,
     TaskResult,
     averages,
+    check_main_scores,
 )
 from ctem.evaluation.tasks import (
     TASK_TYPES,
@@ -37,6 +38,7 @@ __all__ = [
     "TaskFormatError",
     "TaskResult",
     "averages",
+    "check_main_scores",
     "load_hub_task",
     "load_hub_tasks",
     "load_local_task",

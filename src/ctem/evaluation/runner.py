@@ -21,8 +21,9 @@ from ctem.evaluation.evaluators import (
     evaluate_retrieval,
     evaluate_sts,
 )
+from ctem.evaluation.evaluators.pair_classification import THRESHOLD_METRICS
 from ctem.evaluation.evaluators.retrieval import DEFAULT_K_VALUES
-from ctem.evaluation.tasks import TASK_TYPES, Task
+from ctem.evaluation.tasks import TASK_TYPES, Task, TaskFormatError
 from ctem.instructions import evaluation_instruction, resolve_instruction
 from ctem.settings import SettingError
 
@@ -119,6 +120,37 @@ def evaluate_task(encode: EncodeFn, task: Task, settings: EvalSettings) -> dict[
     raise ValueError(f"task {task.name}: unknown type {task.type!r}")
 
 
+def score_names(task_type: str, settings: EvalSettings) -> frozenset[str]:
+    """The scores :func:`evaluate_task` gives a task of ``task_type`` with ``settings``: the
+    names a ``main_score`` may take."""
+    if task_type == "Retrieval":
+        return frozenset(f"{m}_at_{k}" for m in ("ndcg", "map", "recall", "precision", "mrr") for k in settings.k_values)
+    if task_type == "Reranking":
+        return frozenset({"map", f"mrr_at_{settings.mrr_k}"})
+    if task_type == "STS":
+        return frozenset(f"{s}_{c}" for s in ("cosine", "euclidean", "manhattan") for c in ("spearman", "pearson"))
+    if task_type == "PairClassification":
+        per_similarity = {f"{s}_{m}" for s in ("cosine", "dot", "euclidean", "manhattan") for m in THRESHOLD_METRICS}
+        return frozenset(per_similarity | {f"max_{m}" for m in THRESHOLD_METRICS} | {"ap"})
+    if task_type == "Classification":
+        return frozenset({"accuracy", "f1", "f1_weighted", "accuracy_std"})
+    if task_type == "Clustering":
+        return frozenset({"v_measure", "v_measure_std"})
+    raise TaskFormatError(f"unknown task type {task_type!r}; expected one of {TASK_TYPES}")
+
+
+def check_main_scores(tasks: Sequence[Task], settings: EvalSettings) -> None:
+    """Before anything is encoded: ``TaskFormatError`` naming the first task whose
+    ``main_score`` is not one of the scores its type gives (a typo in ``task.json``)."""
+    for task in tasks:
+        known = score_names(task.type, settings)
+        if task.main_score not in known:
+            raise TaskFormatError(
+                f"task {task.name} ({task.source}): main_score {task.main_score!r} is not a score of {task.type} tasks; "
+                f"known: {sorted(known)}"
+            )
+
+
 class CMTEBEvaluator:
     """Evaluates an ``encode`` function on a fixed list of tasks."""
 
@@ -127,6 +159,7 @@ class CMTEBEvaluator:
             raise ValueError("CMTEBEvaluator needs at least one task")
         self.tasks = list(tasks)
         self.settings = settings or EvalSettings()
+        check_main_scores(self.tasks, self.settings)
 
     def run(
         self,

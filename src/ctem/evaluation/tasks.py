@@ -20,7 +20,9 @@ Rows are read like training data, with ``ctem.rows.iter_valid_rows``. Bad rows r
 ``ctem.rows.DataFormatError`` record) naming file, line and field; so does data a task
 cannot be scored on, naming the file: an empty file, STS scores that are all equal, a
 single label in a classification, clustering or pair-classification file, retrieval
-judgements without a relevant passage, reranking rows without a positive and a negative.
+judgements without a relevant passage, reranking rows without a positive and a negative;
+and data that would be scored wrongly: a repeated query id, a (query, passage) pair graded
+twice with different grades.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from ctem.evaluation.data import (
     SentencePairs,
     TaskData,
 )
+from ctem.errors import CtemInputError
 from ctem.rows import DataFormatError, RowLocation, iter_valid_rows
 from ctem.files import OutputPathError, check_file_name
 
@@ -62,7 +65,7 @@ DEFAULT_MAIN_SCORES: dict[str, str] = {
 TASK_FILE = "task.json"
 
 
-class TaskFormatError(ValueError):
+class TaskFormatError(CtemInputError, ValueError):
     """A task file or row does not follow the task format."""
 
 
@@ -190,11 +193,13 @@ def _retrieval(folder: Path) -> RetrievalData:
         corpus_ids.append(row["id"])
         corpus_texts.append(row["text"])
         titles.append(title)
-    query_ids, query_texts = [], []
-    for _, row in read_rows(folder / "queries.jsonl", {"id": _STR, "text": _STR}):
+    query_ids, query_texts, known_queries = [], [], set()
+    for location, row in read_rows(folder / "queries.jsonl", {"id": _STR, "text": _STR}):
+        if row["id"] in known_queries:  # a repeated query would be scored once per copy
+            raise TaskDataError(location, "id", f"duplicate id {row['id']!r}")
+        known_queries.add(row["id"])
         query_ids.append(row["id"])
         query_texts.append(row["text"])
-    known_queries = set(query_ids)
     qrels: dict[str, dict[str, int]] = {}
     qrels_path = folder / "qrels.jsonl"
     for location, row in read_rows(qrels_path, {"qid": _STR, "pid": _STR, "score": _NUM}):
@@ -204,7 +209,12 @@ def _retrieval(folder: Path) -> RetrievalData:
             raise TaskDataError(location, "pid", f"unknown corpus id {row['pid']!r}")
         if float(row["score"]) != int(row["score"]):
             raise TaskDataError(location, "score", f"expected an integer grade, got {row['score']!r}")
-        qrels.setdefault(row["qid"], {})[row["pid"]] = int(row["score"])
+        judged = qrels.setdefault(row["qid"], {})
+        if judged.get(row["pid"], int(row["score"])) != int(row["score"]):
+            raise TaskDataError(
+                location, "score", f"({row['qid']!r}, {row['pid']!r}) is graded {judged[row['pid']]} on an earlier line and {row['score']!r} here"
+            )
+        judged[row["pid"]] = int(row["score"])
     _require(any(g > 0 for judged in qrels.values() for g in judged.values()), qrels_path, "score", "no judgement above 0, so no query has a relevant passage")
     return RetrievalData(corpus_ids, corpus_texts, query_ids, query_texts, qrels, titles)
 
@@ -297,13 +307,13 @@ def select_local_tasks(
     if types:
         unknown = sorted(set(types) - set(TASK_TYPES))
         if unknown:
-            raise ValueError(f"unknown task types {unknown}; expected some of {list(TASK_TYPES)}")
+            raise TaskFormatError(f"unknown task types {unknown}; expected some of {list(TASK_TYPES)}")
         infos = [i for i in infos if i.type in types]
     if names:
         by_name = {i.name: i for i in infos}
         missing = [n for n in names if n not in by_name]
         if missing:
-            raise ValueError(f"tasks {missing} not found under {root} (with the type filter); available: {sorted(by_name)}")
+            raise TaskFormatError(f"tasks {missing} not found under {root} (with the type filter); available: {sorted(by_name)}")
         infos = [by_name[n] for n in names]
     return sorted(infos, key=lambda i: (TASK_TYPES.index(i.type), i.name))
 
