@@ -1,0 +1,96 @@
+"""``ctem-merge``: the weighted average of model folders, written as a complete ctem folder
+keeping pooling, normalisation and instruction; folders that disagree are refused in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ctem.encoder import TextEncoder
+from ctem.files import COMPLETE_MARKER
+from ctem.merge import merge_models
+from ctem.settings import SettingError
+from tests.helpers.tiny import TINY_BERT, tiny_encoder, write_vocab
+
+
+def saved(folder: Path, vocab: Path, seed: int, **overrides) -> str:
+    torch.manual_seed(seed)
+    bert = {**TINY_BERT, **overrides.pop("bert", {})}
+    settings = {"pooling": "mean", "query_instruction": "查询：", **overrides}
+    return str(tiny_encoder(vocab, bert=bert, **settings).save_pretrained(folder))
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("merge")
+    vocab = write_vocab(root)
+    other = root / "other"
+    other.mkdir()
+    return {
+        "root": root,
+        "a": saved(root / "a", vocab, 1),
+        "b": saved(root / "b", vocab, 2),
+        "c": saved(root / "c", vocab, 3),
+        "cls": saved(root / "cls", vocab, 4, pooling="cls"),
+        "deep": saved(root / "deep", vocab, 5, bert={"num_hidden_layers": 3}),
+        "vocab": saved(root / "vocab", write_vocab(other, chars="abcdefghij"), 6),
+    }
+
+
+def test_weighted_average_keeps_the_settings(models, tmp_path) -> None:
+    result = merge_models([models["a"], models["b"], models["c"]], tmp_path / "m", weights=[1, 2, 1])
+    assert result.weights == [0.25, 0.5, 0.25]
+    merged = TextEncoder.from_pretrained(result.folder)
+    inputs = [TextEncoder.from_pretrained(models[k]).backbone.state_dict() for k in "abc"]
+    for key, value in merged.backbone.state_dict().items():
+        if value.is_floating_point():
+            expected = 0.25 * inputs[0][key] + 0.5 * inputs[1][key] + 0.25 * inputs[2][key]
+            torch.testing.assert_close(value, expected, rtol=1e-6, atol=1e-6)
+    assert (merged.pooling, merged.normalize, merged.query_instruction) == ("mean", True, "查询：")
+    assert (result.folder / COMPLETE_MARKER).is_file()
+    pooling = json.loads((result.folder / "1_Pooling" / "config.json").read_text())
+    assert pooling["pooling_mode_mean_tokens"] and not pooling["pooling_mode_cls_token"]
+
+
+@pytest.mark.parametrize(
+    ("other", "message"),
+    [("cls", "disagree in pooling (mean vs cls)"), ("deep", "disagree in num_hidden_layers (2 vs 3)"),
+     ("vocab", "disagree in")],
+)
+def test_disagreeing_models_are_refused(models, tmp_path, other, message) -> None:
+    with pytest.raises(SettingError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        merge_models([models["a"], models[other]], tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+def test_bad_weights_are_refused(models, tmp_path) -> None:
+    with pytest.raises(SettingError, match="one weight per model"):
+        merge_models([models["a"], models["b"]], tmp_path / "m", weights=[1.0])
+    with pytest.raises(SettingError, match="positive sum"):
+        merge_models([models["a"], models["b"]], tmp_path / "m", weights=[0, 0])
+
+
+@pytest.mark.slow
+def test_cli_merges_and_refuses_in_one_line(models, tmp_path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "ctem.cli.merge", *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    proc = cli(f"models=[{models['a']},{models['cls']}]", f"output={tmp_path / 'bad'}")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("ctem-merge: error: models=[")
+    proc = cli(f"models=[{models['a']},{models['b']}]", f"output={models['a']}")
+    assert proc.returncode == 1 and "would overwrite its input" in proc.stderr.strip().splitlines()[-1]
+    proc = cli(f"models=[{models['a']},{models['b']}]", "weights=[0.7,0.3]", f"output={tmp_path / 'm'}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    from sentence_transformers import SentenceTransformer
+
+    assert SentenceTransformer(str(tmp_path / "m"), device="cpu").encode(["一个句子"]).shape == (1, 32)
