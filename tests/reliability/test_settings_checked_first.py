@@ -44,10 +44,12 @@ def test_a_bad_setting_is_one_line_naming_it(compose_train, tmp_path, override) 
     assert train_error(compose_train, tmp_path, override).startswith(f"ctem-train: error: {CASES[override]}")
 
 
-def test_a_logger_folder_that_cannot_be_written_is_refused_before_training(compose_train, tmp_path) -> None:
+@pytest.mark.parametrize("setting", ["logger.wandb.save_dir", "logger.csv.save_dir", "data.cache_dir"])
+def test_an_output_folder_that_cannot_be_written_is_refused_before_training(compose_train, tmp_path, setting) -> None:
     (tmp_path / "a_file").write_text("")
-    message = train_error(compose_train, tmp_path, "logger=csv", f"logger.csv.save_dir={tmp_path / 'a_file' / 'logs'}")
-    assert message.startswith(f"ctem-train: error: logger.csv.save_dir={tmp_path / 'a_file' / 'logs'}: cannot write there (Not a directory")
+    logger = [f"logger={setting.split('.')[1]}"] if setting.startswith("logger") else []
+    message = train_error(compose_train, tmp_path, *logger, f"{setting}={tmp_path / 'a_file' / 'sub'}")
+    assert message.startswith(f"ctem-train: error: {setting}={tmp_path / 'a_file' / 'sub'}: cannot write there (Not a directory")
 
 
 def test_a_run_folder_that_cannot_be_created_is_one_line_and_leaves_nothing(tmp_path) -> None:

@@ -39,7 +39,7 @@ def run(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str
     ``extra_callbacks`` join the configured ones. Returns the built objects (for tests and
     scripts).
     """
-    check_logger_folders(cfg.get("logger"))
+    check_output_folders(cfg)
     check_schedule_length(cfg)
     callbacks = instantiate_group(cfg.get("callbacks")) + list(extra_callbacks)
     loggers = instantiate_group(cfg.get("logger"))
@@ -71,12 +71,14 @@ def run(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str
     return {"encoder": encoder, "datamodule": datamodule, "module": module, "trainer": trainer}
 
 
-def check_logger_folders(loggers: DictConfig | None) -> None:
-    """Before any work: every configured logger's ``save_dir`` can be written (found at the
-    end of training otherwise, with the logger's files gone elsewhere)."""
-    for key, entry in (loggers or {}).items():
+def check_output_folders(cfg: DictConfig) -> None:
+    """Before any work: every configured logger's ``save_dir`` (found at the end of training
+    otherwise, with the logger's files gone elsewhere) and the data cache can be written."""
+    for key, entry in (cfg.get("logger") or {}).items():
         if isinstance(entry, DictConfig) and entry.get("save_dir"):
             check_writable_folder(entry.save_dir, f"logger.{key}.save_dir")
+    if cfg.data.get("cache_dir"):
+        check_writable_folder(cfg.data.cache_dir, "data.cache_dir")
 
 
 def check_schedule_length(cfg: DictConfig) -> None:
