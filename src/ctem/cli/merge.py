@@ -9,7 +9,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from ctem.cli import input_errors_as_messages, refuse_moved_overrides
+from ctem.cli import input_errors_as_messages, refuse_moved_overrides, signals_as_messages
 from ctem.config import config_dir, register_resolvers
 from ctem.merge import MergeResult, merge_models
 
@@ -29,7 +29,7 @@ register_resolvers()
 @refuse_moved_overrides("ctem-merge")
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="merge")
 def main(cfg: DictConfig) -> None:
-    with input_errors_as_messages("ctem-merge"):
+    with input_errors_as_messages("ctem-merge"), signals_as_messages("ctem-merge", f"{cfg.output} not written (nothing half-written is left): run the command again"):
         run(cfg)
 
 

@@ -13,7 +13,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ctem.cli import input_errors_as_messages, refuse_moved_overrides
+from ctem.cli import input_errors_as_messages, refuse_moved_overrides, signals_as_messages
 from ctem.config import config_dir, register_resolvers
 from ctem.instructions import resolve_instruction
 from ctem.mining import check_mining_paths
@@ -45,7 +45,7 @@ register_resolvers()
 @refuse_moved_overrides("ctem-score")
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="score")
 def main(cfg: DictConfig) -> None:
-    with input_errors_as_messages("ctem-score"):
+    with input_errors_as_messages("ctem-score"), signals_as_messages("ctem-score", f"{cfg.output} not written: run the command again"):
         run(cfg)
 
 
