@@ -74,3 +74,23 @@ def test_the_command_prints_the_one_line(tmp_path, override) -> None:
 def test_streamed_data_without_a_step_budget_is_one_line_naming_max_steps(compose_train, tmp_path) -> None:
     message = train_error(compose_train, tmp_path, "data.streaming=true", "trainer.max_steps=-1", "trainer.max_epochs=1")
     assert message.startswith("ctem-train: error: trainer.max_steps=-1: streamed data (data.streaming=true) has no known length")
+
+
+@pytest.mark.parametrize(
+    ("node", "setting", "path"),
+    [
+        ("model", "query_max_length", "model.query_max_length"),
+        ("data", "data.loader.num_workers", "data.loader.num_workers"),
+        ("callbacks.cmteb_eval.eval", "eval.batch_size", "callbacks.cmteb_eval.eval.batch_size"),
+        ("callbacks.hard_negative_refresh.mining", "mining.range", "callbacks.hard_negative_refresh.mining.range"),
+        ("eval", "eval.batch_size", "eval.batch_size"),
+    ],
+)
+def test_a_setting_refused_inside_an_object_hydra_builds_is_named_by_its_override_path(node, setting, path) -> None:
+    from hydra.errors import InstantiationException
+
+    from ctem.settings import SettingError
+
+    err = InstantiationException(f"Error in call to target 'x.Y':\nSettingError('...')\nfull_key: {node}")
+    err.__cause__ = SettingError(setting, 0, "must be at least 1")
+    assert error_message("ctem-train", err) == f"ctem-train: error: {path}=0: must be at least 1"

@@ -58,6 +58,17 @@ def error_message(command: str, err: BaseException) -> str | None:
     return None
 
 
+def config_path(node: str, setting: str) -> str:
+    """The override path of ``setting`` of the object built from the config ``node``:
+    ``setting`` may name itself from the object (``query_max_length`` of ``model``) or from
+    a node of its own (``eval.batch_size`` of ``callbacks.cmteb_eval.eval``)."""
+    nodes, parts = node.split("."), setting.split(".")
+    for n in range(min(len(nodes), len(parts) - 1), 0, -1):
+        if nodes[-n:] == parts[:n]:
+            return ".".join(nodes + parts[n:])
+    return f"{node}.{setting}"
+
+
 def built_object_message(command: str, err: InstantiationException) -> str | None:
     """The line of an error raised while Hydra built an object (Hydra's own text spans
     several lines): the cause's line, a ``SettingError`` named by its config path
@@ -68,8 +79,8 @@ def built_object_message(command: str, err: InstantiationException) -> str | Non
     cause = err.__cause__
     found = _FULL_KEY.search(str(err))
     node = found[1] if found else ""
-    if isinstance(cause, SettingError) and node and not cause.setting.startswith(node.split(".")[0] + "."):
-        return f"{command}: error: {SettingError(f'{node}.{cause.setting}', cause.value, cause.problem)}"
+    if isinstance(cause, SettingError) and node:
+        return f"{command}: error: {SettingError(config_path(node, cause.setting), cause.value, cause.problem)}"
     message = error_message(command, cause)
     if message is None and str(err).startswith("Error in call to target") and isinstance(cause, (ValueError, MisconfigurationException)):
         return f"{command}: error: {node or 'config'}: {cause}"
