@@ -97,3 +97,12 @@ def test_a_signal_during_the_final_export_saves_a_checkpoint_to_export_from(tmp_
                          r"no final model written\); resumable checkpoint (\S+): export with ckpt_path=(\S+)", lines[-1])
     assert returncode == 1 and match and match[1] == match[2] and Path(match[1]).is_file(), lines[-5:]
     assert not (run / "final_model").exists()
+
+
+@pytest.mark.slow
+def test_ctem_build_vocab_stopped_says_nothing_was_written(tmp_path) -> None:
+    out = tmp_path / "vocab"
+    args = ["--out", str(out), str(write_pairs(tmp_path / "corpus.jsonl", 6)), "--field", "query"]
+    returncode, lines = stop_while(tmp_path, "ctem.cli.build_vocab", "ctem.cli.build_vocab.train_wordpiece_vocab", args)
+    assert (returncode, lines[-1]) == (1, f"ctem-build-vocab: stopped by SIGTERM; {out / 'vocab.txt'} not written: run the command again")
+    assert not out.exists()

@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ctem.cli import input_errors_as_messages
+from ctem.cli import input_errors_as_messages, signals_as_messages
 from ctem.rows import DataFormatError, DataSizeError, iter_valid_rows, require_object
 from ctem.tokenization import train_wordpiece_vocab
 
@@ -75,7 +75,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if missing:
         raise SystemExit(f"ctem-build-vocab: error: not found: {', '.join(missing)}")
     fields = tuple(args.fields or ["text"])
-    with input_errors_as_messages("ctem-build-vocab"):
+    with input_errors_as_messages("ctem-build-vocab"), \
+            signals_as_messages("ctem-build-vocab", f"{Path(args.out) / 'vocab.txt'} not written: run the command again"):
         texts = nonempty(iter_corpus_texts(args.files, fields), args.files, fields)
         path = train_wordpiece_vocab(texts, args.out, args.vocab_size, args.min_frequency)
     size = sum(1 for _ in open(path, encoding="utf-8"))
