@@ -67,14 +67,19 @@ class Scores:
 
     ``scores`` ``[B, C]`` over each query's candidates (every passage given, or its own
     group), excluded candidates set to ``-inf``; ``targets`` ``[B]`` the positive's column;
-    ``group`` ``[B, G]`` the query's own group (positive first) without exclusions;
-    ``masked`` the number of excluded candidates (a 0-d tensor).
+    ``masked`` the number of excluded candidates (a 0-d tensor); ``group`` (computed when
+    read) ``[B, G]`` each query's own group, positive first, nothing excluded.
     """
 
     scores: torch.Tensor
     targets: torch.Tensor
-    group: torch.Tensor
     masked: torch.Tensor
+    unmasked: torch.Tensor = field(repr=False)
+    group_columns: torch.Tensor | None = field(repr=False)  # None: ``unmasked`` is the groups
+
+    @property
+    def group(self) -> torch.Tensor:
+        return self.unmasked if self.group_columns is None else self.unmasked.gather(1, self.group_columns)
 
 
 def score_batch(queries: torch.Tensor, passages: torch.Tensor, layout: BatchLayout) -> Scores:
@@ -91,25 +96,24 @@ def score_batch(queries: torch.Tensor, passages: torch.Tensor, layout: BatchLayo
     q, p = queries.float(), passages.float()
     local = torch.arange(num_queries, device=q.device)
     own_start = (local + offset) * group_size  # [B]: each query's positive row
+    own_columns = own_start[:, None] + torch.arange(group_size, device=q.device)  # [B, G]
     if layout.in_batch_negatives:
         scores = q @ p.T  # [B, N*G]
-        targets = own_start
-        columns = torch.arange(p.size(0), device=q.device).expand(num_queries, -1)
-        group = scores.gather(1, own_start[:, None] + torch.arange(group_size, device=q.device))
+        targets, group_columns = own_start, own_columns
     else:
         own = p[offset * group_size : (offset + num_queries) * group_size].view(num_queries, group_size, -1)
         scores = torch.einsum("bh,bgh->bg", q, own)  # [B, G]
-        targets = torch.zeros(num_queries, dtype=torch.long, device=q.device)
-        columns = own_start[:, None] + torch.arange(group_size, device=q.device)
-        group = scores
+        targets, group_columns = torch.zeros(num_queries, dtype=torch.long, device=q.device), None
     masked = torch.zeros((), dtype=torch.long, device=q.device)
+    unmasked = scores
     if layout.passage_keys is not None:
         keys = layout.passage_keys.to(q.device)
+        columns = own_columns if group_columns is None else torch.arange(p.size(0), device=q.device).expand(num_queries, -1)
         excluded = keys[columns] == keys[own_start][:, None]
         excluded[local, targets] = False
         masked = excluded.sum()
         scores = scores.masked_fill(excluded, float("-inf"))
-    return Scores(scores, targets, group, masked)
+    return Scores(scores, targets, masked, unmasked, group_columns)
 
 
 def text_keys(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
