@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from ctem.curation import Decontaminator, PairDeduplicator, curate, find_task_dirs, iter_task_texts, normalize_text
+from ctem.curation import Decontaminator, PairDeduplicator, TextNormalizer, curate, find_task_dirs, iter_task_texts, normalize_text, shingles
 from ctem.rows import DataFormatError
 from tests.curation_helpers import one_torch_thread  # noqa: F401  (autouse fixture)
 from tests.curation_helpers import random_text, read_jsonl, write_jsonl
@@ -15,8 +15,32 @@ from tests.curation_helpers import random_text, read_jsonl, write_jsonl
 
 def test_normalize_text_folds_width_case_space_and_punctuation():
     assert normalize_text("Ｈｅｌｌｏ， World！ 你好。") == "helloworld你好"
-    assert normalize_text("A b", lowercase=False, strip_punctuation=False) == "Ab"
     assert normalize_text("你好？", strip_punctuation=False) == "你好?"
+
+
+def test_units_follow_the_script_of_the_text():
+    # Chinese is compared by characters (whitespace removed), English by words (collapsed).
+    assert normalize_text("A  b\t", lowercase=False, strip_punctuation=False) == "A b"
+    assert normalize_text("A b", lowercase=False, units="characters") == "Ab"
+    assert normalize_text("你 好", units="words") == "你 好"
+    assert shingles("the cat sat down", 3) == {"the cat sat", "cat sat down"}
+    assert shingles("你好世界", 3) == {"你好世", "好世界"}
+    assert shingles("the cat", 3) == {"the cat"} and shingles("", 3) == set()
+    with pytest.raises(ValueError, match="units must be one of"):
+        TextNormalizer(units="letters")
+
+
+def test_english_duplicates_keep_word_boundaries():
+    """English near duplicates are found by word shingles; two texts that differ only by
+    where the spaces are stay different ("a part" is not "apart")."""
+    dedup = PairDeduplicator()
+    q = "what are the symptoms of adult acute myeloid leukemia"
+    p = " ".join(f"word{i}" for i in range(40))  # 38 word 3-grams
+    assert dedup.check(q, p) is None
+    assert dedup.check(q.upper() + " ?", "  " + p.replace(" ", "  ")) == "exact_duplicate"
+    assert dedup.check(q, p + " word40") == "near_duplicate"  # one 3-gram more: Jaccard 38/39
+    exact = PairDeduplicator(near=False)
+    assert exact.check("take a part", "x") is None and exact.check("take apart", "x") is None
 
 
 def _dedup_rows(rng: random.Random) -> tuple[list[dict], list[int]]:

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from ctem.cli import input_errors_as_messages, refuse_moved_overrides, signals_as_messages
 from ctem.config import config_dir, register_resolvers
 from ctem.curation import CurationReport, Decontaminator, PairDeduplicator, PairScorer, TextNormalizer, curate
+from ctem.curation.textnorm import UNITS
 from ctem.settings import SettingError
 
 
@@ -51,7 +52,9 @@ def kept_nothing_warnings(report: CurationReport) -> list[str]:
 def run(cfg: DictConfig) -> CurationReport:
     """Build scorer / deduplicator / decontaminator from ``cfg`` and curate."""
     check_threshold(cfg.threshold, cfg.scorer.model_path)
-    normalizer = TextNormalizer(cfg.normalize.lowercase, cfg.normalize.strip_punctuation)
+    if cfg.normalize.units not in UNITS:
+        raise SettingError("normalize.units", cfg.normalize.units, f"must be one of {', '.join(UNITS)}")
+    normalizer = TextNormalizer(cfg.normalize.lowercase, cfg.normalize.strip_punctuation, cfg.normalize.units)
     if cfg.scorer.num_threads:
         torch.set_num_threads(cfg.scorer.num_threads)
     scorer = None

@@ -6,7 +6,7 @@ from ctem.curation.dedup import MinHasher, NearDuplicateIndex, PairDeduplicator
 from ctem.curation.pipeline import curate
 from ctem.curation.report import REASONS, CurationReport, FileStats, ScoreDistribution
 from ctem.curation.scoring import PairScorer
-from ctem.curation.textnorm import TextNormalizer, char_ngrams, normalize_text
+from ctem.curation.textnorm import TextNormalizer, char_ngrams, normalize_text, shingles
 
 __all__ = [
     "CurationReport",
@@ -24,4 +24,5 @@ __all__ = [
     "find_task_dirs",
     "iter_task_texts",
     "normalize_text",
+    "shingles",
 ]

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from ctem.rows import DataFormatError, iter_valid_rows, require_object
 
 from ctem.curation.dedup import MinHasher, NearDuplicateIndex
-from ctem.curation.textnorm import TextNormalizer, char_ngrams, text_digest
+from ctem.curation.textnorm import TextNormalizer, text_digest
 
 CONTAMINATED = "contaminated"
 EVAL_TEXT_FIELDS: tuple[str, ...] = ("text", "title", "sentence1", "sentence2", "query", "positive", "negative")
@@ -88,9 +88,9 @@ class Decontaminator:
     """Index of evaluation texts; ``match_row`` names the tasks a training row overlaps.
 
     Args:
-        near: also match near duplicates (MinHash LSH over character n-grams).
+        near: also match near duplicates (MinHash LSH over n-gram shingles).
         threshold: estimated Jaccard similarity of n-gram sets that counts as near duplicate.
-        ngram: characters per n-gram.
+        ngram: characters (or words, for texts written with spaces) per n-gram.
         num_perm: MinHash permutations.
         min_chars: normalised texts shorter than this are matched exactly only.
         seed: seed of the MinHash permutations.
@@ -130,7 +130,7 @@ class Decontaminator:
                 continue
             if digest not in self._near_tasks:
                 self._near_tasks[digest] = set()
-                self._index.insert(self._hasher.signature(char_ngrams(norm, self.ngram)), key=digest)
+                self._index.insert(self._hasher.signature(self.normalizer.shingles(norm, self.ngram)), key=digest)
             self._near_tasks[digest].add(name)
         self.task_sizes[name] = self.task_sizes.get(name, 0) + count
 
@@ -151,7 +151,7 @@ class Decontaminator:
             return set()
         tasks = set(self._exact.get(text_digest(norm), ()))
         if self._index is not None and len(norm) >= self.min_chars:
-            for key in self._index.matches(self._hasher.signature(char_ngrams(norm, self.ngram))):
+            for key in self._index.matches(self._hasher.signature(self.normalizer.shingles(norm, self.ngram))):
                 tasks |= self._near_tasks[key]
         return tasks
 

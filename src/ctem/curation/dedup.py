@@ -20,7 +20,7 @@ from typing import Iterable
 
 from datasketch import MinHash, MinHashLSH
 
-from ctem.curation.textnorm import TextNormalizer, char_ngrams, text_digest
+from ctem.curation.textnorm import TextNormalizer, text_digest
 
 EXACT_DUPLICATE = "exact_duplicate"
 NEAR_DUPLICATE = "near_duplicate"
@@ -71,10 +71,12 @@ class NearDuplicateIndex:
 
 class TextIndex:
     """Distinct normalised texts with ids: equal texts by digest, near duplicates by LSH
-    (texts shorter than ``min_chars`` are matched exactly only)."""
+    (texts shorter than ``min_chars`` are matched exactly only; ``normalizer`` gives the
+    n-gram shingles of a normalised text)."""
 
-    def __init__(self, hasher: MinHasher, threshold: float, ngram: int, min_chars: int) -> None:
+    def __init__(self, hasher: MinHasher, threshold: float, ngram: int, min_chars: int, normalizer: TextNormalizer) -> None:
         self.hasher = hasher
+        self.normalizer = normalizer
         self.ngram = ngram
         self.min_chars = min_chars
         self._ids: dict[bytes, int] = {}
@@ -87,7 +89,7 @@ class TextIndex:
         found = {self._ids[digest]} if digest in self._ids else set()
         signature = None
         if len(text) >= self.min_chars:
-            signature = self.hasher.signature(char_ngrams(text, self.ngram))
+            signature = self.hasher.signature(self.normalizer.shingles(text, self.ngram))
             found.update(self._near.matches(signature))
         return found, digest, signature
 
@@ -109,7 +111,7 @@ class PairDeduplicator:
             kept pair's query and positive.
         threshold: estimated Jaccard similarity of two texts' n-gram sets that counts as
             near duplicate.
-        ngram: characters per n-gram.
+        ngram: characters (or words, for texts written with spaces) per n-gram.
         num_perm: MinHash permutations (signature length).
         min_chars: normalised texts shorter than this are matched exactly only (their
             n-gram sets are too small for a meaningful similarity).
@@ -133,8 +135,8 @@ class PairDeduplicator:
         self.normalizer = normalizer
         self._seen: set[bytes] = set()
         hasher = MinHasher(num_perm, seed)
-        self._queries = TextIndex(hasher, threshold, ngram, min_chars)
-        self._positives = TextIndex(hasher, threshold, ngram, min_chars)
+        self._queries = TextIndex(hasher, threshold, ngram, min_chars, normalizer)
+        self._positives = TextIndex(hasher, threshold, ngram, min_chars, normalizer)
         self._pairs: set[tuple[int, int]] = set()
 
     def check(self, query: str, positive: str) -> str | None:
