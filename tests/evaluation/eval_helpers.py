@@ -30,7 +30,7 @@ def make_tiny_tasks(root: Path) -> Path:
     words = ["苹果", "香蕉", "天气", "下雨", "银行", "贷款", "电影", "音乐", "足球", "篮球", "手机", "电脑"]
     sts = root / "TinySTS"
     sts.mkdir(parents=True)
-    (sts / "task.json").write_text(json.dumps({"name": "TinySTS", "type": "STS", "main_score": "cosine_spearman"}))
+    (sts / "task.json").write_text(json.dumps({"name": "TinySTS", "type": "STS", "main_score": "cosine_spearman", "language": "zh"}))
     rows = []
     for i, w in enumerate(words):
         rows.append({"sentence1": f"我喜欢{w}", "sentence2": f"我很喜欢{w}", "score": 5.0})
@@ -38,7 +38,7 @@ def make_tiny_tasks(root: Path) -> Path:
     write_jsonl(sts / "test.jsonl", rows)
     ret = root / "TinyRetrieval"
     ret.mkdir()
-    (ret / "task.json").write_text(json.dumps({"name": "TinyRetrieval", "type": "Retrieval", "main_score": "ndcg_at_10"}))
+    (ret / "task.json").write_text(json.dumps({"name": "TinyRetrieval", "type": "Retrieval", "main_score": "ndcg_at_10", "language": "zh"}))
     write_jsonl(ret / "corpus.jsonl", [{"id": f"d{i}", "text": f"关于{w}的一篇文章，{w}很常见。"} for i, w in enumerate(words)])
     write_jsonl(ret / "queries.jsonl", [{"id": f"q{i}", "text": f"什么是{w}"} for i, w in enumerate(words)])
     write_jsonl(ret / "qrels.jsonl", [{"qid": f"q{i}", "pid": f"d{i}", "score": 1} for i in range(len(words))])

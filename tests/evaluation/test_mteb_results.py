@@ -13,7 +13,7 @@ mteb = pytest.importorskip("mteb", reason="mteb is not installed (pip install 'c
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_helpers import bag_of_chars, make_tiny_encoder, make_tiny_tasks  # noqa: E402
 
-from ctem.evaluation import CMTEB_TASKS, CMTEBEvaluator, TaskResult, load_local_tasks, write_task_json  # noqa: E402
+from ctem.evaluation import HUB_TASKS, CMTEBEvaluator, TaskResult, load_local_tasks, write_task_json  # noqa: E402
 from ctem.evaluation.mteb_format import (  # noqa: E402
     LOCAL_REVISION,
     mteb_results_dir,
@@ -65,8 +65,10 @@ def test_mteb_reader_loads_every_task_file(tmp_path: Path) -> None:
 
 @pytest.mark.filterwarnings("ignore:.*Missing (splits|subsets)")  # ctem evaluates one split / subset
 def test_official_tasks_use_mteb_names_splits_and_subsets() -> None:
-    for spec in CMTEB_TASKS.values():
-        task = Task(spec.name, spec.type, spec.main_score, None, f"hf://{spec.hub_id}")  # type: ignore[arg-type]
+    """Every registered hub task, C-MTEB and English MTEB, is recorded under mteb's name,
+    split, subset and language tag."""
+    for spec in HUB_TASKS.values():
+        task = Task(spec.name, spec.type, spec.main_score, None, f"hf://{spec.hub_id}", language=spec.language)  # type: ignore[arg-type]
         result = TaskResult(spec.name, spec.type, spec.main_score, 0.5, {spec.main_score: 0.5}, 1.0, None)
         record = mteb_task_record(result, task)
         mteb_task = mteb.get_task(mteb_task_name(spec.name))
@@ -103,3 +105,15 @@ def test_ctem_eval_cli_writes_mteb_folder(tmp_path: Path) -> None:
     assert sorted(p.name for p in folder.iterdir()) == ["TinySTS.json", "model_meta.json"]
     assert mteb.TaskResult.from_disk(folder / "TinySTS.json").get_score() == result.main_score
     assert (tmp_path / "out" / "TinySTS.json").is_file()
+
+
+def test_the_language_tag_comes_from_the_task(tmp_path: Path) -> None:
+    """An English task folder is tagged eng-Latn (mteb filters on it), a Chinese one
+    cmn-Hans, one without a language none."""
+    tasks = load_local_tasks(make_tiny_tasks(tmp_path / "tasks"))
+    for task, language, tag in zip(tasks, ("en", None), (["eng-Latn"], [])):
+        task.language = language
+        result = TaskResult(task.name, task.type, task.main_score, 0.5, {task.main_score: 0.5}, 1.0, None)
+        assert mteb_task_record(result, task)["scores"]["test"][0]["languages"] == tag
+    english = mteb.TaskResult.from_dict(mteb_task_record(result, Task("T", "STS", "cosine_spearman", None, "x", language="en")))  # type: ignore[arg-type]
+    assert english.get_score(languages=["eng"]) == 0.5

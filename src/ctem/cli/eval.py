@@ -56,7 +56,7 @@ def load_tasks(cfg: DictConfig, config: EvalConfig) -> list[Task]:
     """Local task folders, or the official tasks from the hub when ``tasks_dir`` is null."""
     if cfg.tasks_dir:
         return load_local_tasks(cfg.tasks_dir, config.tasks, config.task_types)
-    return load_hub_tasks(config.tasks, config.task_types, cfg.hub_cache_dir)
+    return load_hub_tasks(config.tasks, config.task_types, cfg.hub_cache_dir, cfg.lang.code)
 
 
 def output_files(tasks: Sequence[Task], out_dir: Path, model_name: str) -> tuple[list[Path], list[Path]]:

@@ -8,7 +8,7 @@ evaluate and how (the ``eval`` settings node).
 
 from ctem.evaluation.config import EvalConfig
 from ctem.encoding import EncoderAdapter
-from ctem.evaluation.registry import CMTEB_TASKS, HubTaskSpec, load_hub_task, load_hub_tasks
+from ctem.evaluation.registry import CMTEB_TASKS, HUB_TASKS, MTEB_EN_TASKS, HubTaskSpec, load_hub_task, load_hub_tasks
 from ctem.evaluation.report import write_summary, write_task_json
 from ctem.evaluation.runner import (
     CMTEBEvaluator,
@@ -29,6 +29,8 @@ from ctem.evaluation.tasks import (
 __all__ = [
     "CMTEBEvaluator",
     "CMTEB_TASKS",
+    "HUB_TASKS",
+    "MTEB_EN_TASKS",
     "EncoderAdapter",
     "EvalConfig",
     "EvalSettings",

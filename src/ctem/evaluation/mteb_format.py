@@ -9,7 +9,7 @@ Layout (mteb's results cache, rooted at ``<out_dir>/mteb``)::
 
 Task names are mteb's (``CMedQAv1`` -> ``CMedQAv1-reranking``; every other C-MTEB name is
 the same). Official tasks loaded from the hub record the evaluated split and subset of
-``CMTEB_TASKS`` and ``dataset_revision`` ``"main"`` (ctem reads the hub's default branch,
+``HUB_TASKS`` and ``dataset_revision`` ``"main"`` (ctem reads the hub's default branch,
 not mteb's pinned revision). Local task folders record split ``"test"`` and
 ``dataset_revision`` ``"local-stand-in"``: a local task named like an official one is a
 smaller stand-in, and its scores are not the official (leaderboard) numbers.
@@ -22,7 +22,8 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from ctem.evaluation.registry import CMTEB_TASKS
+from ctem.evaluation.registry import HUB_TASKS
+from ctem.languages import mteb_language_tag
 from ctem.evaluation.runner import TaskResult
 from ctem.evaluation.tasks import Task
 from ctem.files import atomic_writer, check_file_name, confined_path
@@ -38,9 +39,6 @@ LOCAL_REVISION = "local-stand-in"
 LOCAL_SPLIT = "test"
 # ctem task name -> mteb task name, where they differ.
 MTEB_TASK_NAMES: dict[str, str] = {"CMedQAv1": "CMedQAv1-reranking", "CMedQAv2": "CMedQAv2-reranking"}
-LANGUAGES = ["cmn-Hans"]
-# Languages of hub subsets as mteb's task metadata records them, where not LANGUAGES.
-SUBSET_LANGUAGES: dict[str, list[str]] = {"zh-CN": ["cmo-Hans"]}
 # Fields mteb's ModelMeta requires that ctem does not know (written as null).
 UNKNOWN_MODEL_FIELDS = (
     "release_date",
@@ -88,7 +86,7 @@ def mteb_task_path(out_dir: str | Path, model_name: str, task_name: str) -> Path
 def mteb_task_record(result: TaskResult, task: Task) -> dict[str, Any]:
     """The mteb ``TaskResult`` JSON of one task: every ctem metric plus ``main_score``,
     under the evaluated split and subset."""
-    spec = CMTEB_TASKS.get(task.name)
+    spec = HUB_TASKS.get(task.name)
     if spec is not None and task.source == f"hf://{spec.hub_id}":
         split, subset, revision = spec.split, spec.subset or "default", HUB_REVISION
     else:
@@ -97,7 +95,7 @@ def mteb_task_record(result: TaskResult, task: Task) -> dict[str, Any]:
         **result.scores,
         "main_score": result.main_score,
         "hf_subset": subset,
-        "languages": list(SUBSET_LANGUAGES.get(subset, LANGUAGES)),
+        "languages": [mteb_language_tag(task.language)] if task.language else [],
     }
     return {
         "dataset_revision": revision,

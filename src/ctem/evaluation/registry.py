@@ -1,8 +1,13 @@
-"""The 35 official C-MTEB tasks (C-Pack paper, Table 2) and loading them from the hub.
+"""Official tasks on the Hugging Face hub: the 35 C-MTEB tasks (C-Pack paper, Table 2) and
+the English MTEB tasks users name most, and loading them.
 
-Each entry names the Hugging Face dataset, its configuration, the evaluated split and the
-main score. ``load_hub_task`` turns the hub rows into the same containers as local task
-folders (it needs network access and the ``datasets`` package).
+Each entry names the Hugging Face dataset, its configuration, the evaluated split, its
+language (mteb's tag) and the main score. ``load_hub_task`` turns the hub rows into the
+same containers as local task folders (it needs network access and the ``datasets``
+package). Retrieval sets come in two layouts: C-MTEB's (``corpus`` / ``queries`` splits,
+judgements in the dataset ``<id>-qrels``) and MTEB's BEIR layout (``corpus`` / ``queries``
+configurations, judgements in the ``default`` configuration's evaluated split, columns
+``_id``, ``query-id``, ``corpus-id``).
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ class HubTaskSpec:
     """Where an official task lives on the hub and how it is evaluated.
 
     ``columns`` maps hub column names to ctem's (``sentence1``, ``score``, ``text``,
-    ``label``, ``sentences``, ``labels``); ``params`` overrides evaluator settings.
+    ``label``, ``sentences``, ``labels``); ``params`` overrides evaluator settings;
+    ``language`` is mteb's tag of the evaluated subset; ``layout`` the retrieval layout
+    (``cmteb`` or ``beir``, see the module docstring).
     """
 
     name: str
@@ -36,14 +43,16 @@ class HubTaskSpec:
     train_split: str = "train"
     columns: dict[str, str] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
+    language: str = "cmn-Hans"
+    layout: str = "cmteb"
 
     @property
     def main_score(self) -> str:
         return DEFAULT_MAIN_SCORES[self.type]
 
 
-def _clf(name: str, hub: str, split: str, subset: str | None = None, **params: Any) -> HubTaskSpec:
-    return HubTaskSpec(name, "Classification", hub, split, subset, params={"samples_per_label": 32, **params})
+def _clf(name: str, hub: str, split: str, subset: str | None = None, language: str = "cmn-Hans", **params: Any) -> HubTaskSpec:
+    return HubTaskSpec(name, "Classification", hub, split, subset, params={"samples_per_label": 32, **params}, language=language)
 
 
 _NLI_COLUMNS = {"sent1": "sentence1", "sent2": "sentence2", "labels": "label"}
@@ -85,8 +94,8 @@ CMTEB_TASKS: dict[str, HubTaskSpec] = {
         _clf("OnlineShopping", "C-MTEB/OnlineShopping-classification", "test"),
         _clf("Waimai", "C-MTEB/waimai-classification", "test"),
         _clf("AmazonReviewsClassification", "mteb/amazon_reviews_multi", "test", "zh", samples_per_label=8),
-        _clf("MassiveIntentClassification", "mteb/amazon_massive_intent", "test", "zh-CN", samples_per_label=8),
-        _clf("MassiveScenarioClassification", "mteb/amazon_massive_scenario", "test", "zh-CN", samples_per_label=8),
+        _clf("MassiveIntentClassification", "mteb/amazon_massive_intent", "test", "zh-CN", "cmo-Hans", samples_per_label=8),
+        _clf("MassiveScenarioClassification", "mteb/amazon_massive_scenario", "test", "zh-CN", "cmo-Hans", samples_per_label=8),
         # Reranking (4)
         HubTaskSpec("T2Reranking", "Reranking", "C-MTEB/T2Reranking", "dev"),
         HubTaskSpec("MMarcoReranking", "Reranking", "C-MTEB/Mmarco-reranking", "dev"),
@@ -99,6 +108,49 @@ CMTEB_TASKS: dict[str, HubTaskSpec] = {
         HubTaskSpec("ThuNewsClusteringP2P", "Clustering", "C-MTEB/ThuNewsClusteringP2P", "test"),
     ]
 }
+
+
+_EN = "eng-Latn"
+_PAIR_COLUMNS = {"labels": "label"}
+
+# English MTEB tasks (MTEB v1 datasets on the hub, test splits), a few per type: the ones
+# an English user names first. ``ctem-eval lang=en tasks_dir=null`` evaluates all of them.
+MTEB_EN_TASKS: dict[str, HubTaskSpec] = {
+    spec.name: spec
+    for spec in [
+        # Retrieval (BEIR layout)
+        *(
+            HubTaskSpec(name, "Retrieval", f"mteb/{hub}", "test", language=_EN, layout="beir")
+            for name, hub in (("SciFact", "scifact"), ("NFCorpus", "nfcorpus"), ("ArguAna", "arguana"), ("FiQA2018", "fiqa"), ("SCIDOCS", "scidocs"))
+        ),
+        # STS
+        *(
+            HubTaskSpec(name, "STS", f"mteb/{hub}", "test", language=_EN)
+            for name, hub in (("STSBenchmark", "stsbenchmark-sts"), ("SICK-R", "sickr-sts"), ("STS12", "sts12-sts"), ("STS13", "sts13-sts"),
+                              ("STS14", "sts14-sts"), ("STS15", "sts15-sts"), ("STS16", "sts16-sts"), ("BIOSSES", "biosses-sts"))
+        ),
+        # Pair classification (one row of lists)
+        HubTaskSpec("TwitterURLCorpus", "PairClassification", "mteb/twitterurlcorpus-pairclassification", "test", columns=_PAIR_COLUMNS, language=_EN),
+        HubTaskSpec("SprintDuplicateQuestions", "PairClassification", "mteb/sprintduplicatequestions-pairclassification", "test", columns=_PAIR_COLUMNS, language=_EN),
+        HubTaskSpec("TwitterSemEval2015", "PairClassification", "mteb/twittersemeval2015-pairclassification", "test", columns=_PAIR_COLUMNS, language=_EN),
+        # Classification
+        _clf("Banking77Classification", "mteb/banking77", "test", language=_EN),
+        _clf("EmotionClassification", "mteb/emotion", "test", language=_EN),
+        _clf("ImdbClassification", "mteb/imdb", "test", language=_EN),
+        _clf("AmazonCounterfactualClassification", "mteb/amazon_counterfactual", "test", "en", language=_EN),
+        # Reranking
+        HubTaskSpec("AskUbuntuDupQuestions", "Reranking", "mteb/askubuntudupquestions-reranking", "test", language=_EN),
+        HubTaskSpec("SciDocsRR", "Reranking", "mteb/scidocs-reranking", "test", language=_EN),
+        HubTaskSpec("StackOverflowDupQuestions", "Reranking", "mteb/stackoverflowdupquestions-reranking", "test", language=_EN),
+        # Clustering
+        HubTaskSpec("TwentyNewsgroupsClustering", "Clustering", "mteb/twentynewsgroups-clustering", "test", language=_EN),
+        HubTaskSpec("MedrxivClusteringS2S", "Clustering", "mteb/medrxiv-clustering-s2s", "test", language=_EN),
+        HubTaskSpec("BiorxivClusteringS2S", "Clustering", "mteb/biorxiv-clustering-s2s", "test", language=_EN),
+    ]
+}
+# Every registered hub task by name, and the default task set of each language (conf/lang/).
+HUB_TASKS: dict[str, HubTaskSpec] = {**CMTEB_TASKS, **MTEB_EN_TASKS}
+HUB_SUITES: dict[str, dict[str, HubTaskSpec]] = {"zh": CMTEB_TASKS, "en": MTEB_EN_TASKS}
 
 
 def _columns(rows: Any, spec: HubTaskSpec, wanted: list[str]) -> dict[str, list[Any]]:
@@ -149,26 +201,39 @@ def load_hub_task(spec: HubTaskSpec, cache_dir: str | None = None) -> Task:
         cols = _columns(split(spec.split), spec, ["query", "positive", "negative"])
         data = RerankingData(cols["query"], cols["positive"], cols["negative"])
     else:
-        corpus, queries = split("corpus"), split("queries")
-        qrels: dict[str, dict[str, int]] = {}
-        for row in hub_split(spec.hub_id + "-qrels", None, spec.split, cache_dir):
-            qrels.setdefault(str(row["qid"]), {})[str(row["pid"])] = int(row["score"])
-        titles = list(corpus["title"]) if "title" in corpus.column_names else []
-        data = RetrievalData(
-            [str(i) for i in corpus["id"]],
-            list(corpus["text"]),
-            [str(i) for i in queries["id"]],
-            list(queries["text"]),
-            qrels,
-            titles,
-        )
-    return Task(spec.name, spec.type, spec.main_score, data, f"hf://{spec.hub_id}", dict(spec.params))
+        data = _retrieval(spec, cache_dir)
+    return Task(spec.name, spec.type, spec.main_score, data, f"hf://{spec.hub_id}", dict(spec.params), spec.language)
 
 
-def load_hub_tasks(names: list[str] | None = None, types: list[str] | None = None, cache_dir: str | None = None) -> list[Task]:
-    """Load the selected official tasks (all 35 by default)."""
-    unknown = sorted(set(names or []) - set(CMTEB_TASKS))
+def _retrieval(spec: HubTaskSpec, cache_dir: str | None) -> RetrievalData:
+    """Corpus, queries and judgements of a retrieval task in either hub layout."""
+    if spec.layout == "beir":
+        corpus = hub_split(spec.hub_id, "corpus", "corpus", cache_dir)
+        queries = hub_split(spec.hub_id, "queries", "queries", cache_dir)
+        judged, qid, pid, ident = hub_split(spec.hub_id, "default", spec.split, cache_dir), "query-id", "corpus-id", "_id"
+    else:
+        corpus = hub_split(spec.hub_id, spec.subset, "corpus", cache_dir)
+        queries = hub_split(spec.hub_id, spec.subset, "queries", cache_dir)
+        judged, qid, pid, ident = hub_split(spec.hub_id + "-qrels", None, spec.split, cache_dir), "qid", "pid", "id"
+    qrels: dict[str, dict[str, int]] = {}
+    for row in judged:
+        qrels.setdefault(str(row[qid]), {})[str(row[pid])] = int(row["score"])
+    titles = list(corpus["title"]) if "title" in corpus.column_names else []
+    return RetrievalData(
+        [str(i) for i in corpus[ident]], list(corpus["text"]), [str(i) for i in queries[ident]], list(queries["text"]), qrels, titles
+    )
+
+
+def load_hub_tasks(
+    names: list[str] | None = None, types: list[str] | None = None, cache_dir: str | None = None, language: str = "zh"
+) -> list[Task]:
+    """Load the selected official tasks: by name from every registered task (C-MTEB and
+    English MTEB), or by default the suite of ``language`` (zh: the 35 C-MTEB tasks, en:
+    :data:`MTEB_EN_TASKS`)."""
+    if language not in HUB_SUITES:
+        raise TaskFormatError(f"no hub task suite for language {language!r}; known: {sorted(HUB_SUITES)} (name tasks with eval.tasks=[...])")
+    unknown = sorted(set(names or []) - set(HUB_TASKS))
     if unknown:
-        raise TaskFormatError(f"unknown C-MTEB tasks {unknown}; known: {sorted(CMTEB_TASKS)}")
-    specs = [CMTEB_TASKS[n] for n in names] if names else list(CMTEB_TASKS.values())
+        raise TaskFormatError(f"unknown hub tasks {unknown}; known: {sorted(HUB_TASKS)}")
+    specs = [HUB_TASKS[n] for n in names] if names else list(HUB_SUITES[language].values())
     return [load_hub_task(s, cache_dir) for s in specs if not types or s.type in types]

@@ -42,6 +42,7 @@ from ctem.evaluation.data import (
     TaskData,
 )
 from ctem.errors import CtemInputError
+from ctem.languages import mteb_language_tag
 from ctem.rows import DataFormatError, RowLocation, iter_valid_rows
 from ctem.files import OutputPathError, check_file_name
 
@@ -79,7 +80,8 @@ class Task:
     """One evaluation task: its data and how it is scored.
 
     ``params`` holds per-task evaluator settings that override the run's defaults
-    (for example ``n_experiments`` for a classification task).
+    (for example ``n_experiments`` for a classification task); ``language`` is the task's
+    language (an ISO 639-1 code or an mteb tag, see ``ctem.languages``; ``None``: not known).
     """
 
     name: str
@@ -88,6 +90,7 @@ class Task:
     data: TaskData
     source: str
     params: dict[str, Any] = field(default_factory=dict)
+    language: str | None = None
 
 
 @dataclass
@@ -99,6 +102,7 @@ class LocalTaskInfo:
     main_score: str
     folder: Path
     params: dict[str, Any]
+    language: str | None = None
 
 
 # --------------------------------------------------------------------------- rows
@@ -278,14 +282,30 @@ def read_task_info(folder: str | Path) -> LocalTaskInfo:
         raise TaskDataError(location, "type", f"unknown task type {meta['type']!r}; expected one of {TASK_TYPES}")
     main_score = meta.get("main_score", DEFAULT_MAIN_SCORES[meta["type"]])
     params = {k: v for k, v in meta.items() if k not in _META_KEYS}
-    return LocalTaskInfo(meta["name"], meta["type"], main_score, folder, params)
+    return LocalTaskInfo(meta["name"], meta["type"], main_score, folder, params, _language(meta, path))
+
+
+def _language(meta: dict[str, Any], path: Path) -> str | None:
+    """The ``language`` of ``task.json`` (checked: a code mteb's results can be tagged with)."""
+    language = meta.get("language")
+    if language is None:
+        return None
+    lines = path.read_text(encoding="utf-8").splitlines()
+    location = RowLocation(str(path), next((i for i, line in enumerate(lines, 1) if '"language"' in line), 1))
+    if not isinstance(language, str):
+        raise TaskDataError(location, "language", f"expected str, got {type(language).__name__}")
+    try:
+        mteb_language_tag(language)
+    except ValueError as err:
+        raise TaskDataError(location, "language", str(err)) from None
+    return language
 
 
 def load_local_task(folder: str | Path) -> Task:
     """Load one local task folder."""
     info = read_task_info(folder)
     data = load_task_data(info.type, info.folder)
-    return Task(info.name, info.type, info.main_score, data, str(info.folder), info.params)
+    return Task(info.name, info.type, info.main_score, data, str(info.folder), info.params, info.language)
 
 
 def select_local_tasks(
