@@ -76,6 +76,26 @@ def test_without_duplicates_masking_changes_nothing() -> None:
     assert plain.loss.item() == masked.loss.item() and int(masked.masked) == 0
 
 
+@pytest.mark.parametrize("in_batch", [True, False])
+def test_guide_masks_what_it_scores_above_the_positive(in_batch: bool) -> None:
+    """GISTEmbed: a candidate the guide scores above the query's positive (less the margin)
+    is not a negative; the positive itself always stays."""
+    torch.manual_seed(6)
+    group, n, margin = 2, 4, 0.1
+    q, p = _unit(torch.randn(n, 8)), _unit(torch.randn(n * group, 8))
+    gq, gp = _unit(torch.randn(n, 6)), _unit(torch.randn(n * group, 6))
+    out = InfoNCELoss(0.05)(q, p, BatchLayout(group, in_batch_negatives=in_batch, guide=(gq, gp), guide_margin=margin))
+    expected, masked = [], 0
+    for i in range(n):
+        cands = list(range(n * group)) if in_batch else list(range(i * group, (i + 1) * group))
+        kept = [j for j in cands if j == i * group or gq[i] @ gp[j] <= gq[i] @ gp[i * group] - margin]
+        masked += len(cands) - len(kept)
+        logits = torch.stack([q[i] @ p[j] for j in kept]) / 0.05
+        expected.append(-torch.log_softmax(logits, 0)[kept.index(i * group)])
+    assert out.loss.item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-6)
+    assert int(out.masked) == masked > 0
+
+
 # ----------------------------------------------------------------- Matryoshka
 def test_matryoshka_equals_sentence_transformers() -> None:
     st = pytest.importorskip("sentence_transformers.sentence_transformer.losses")
@@ -146,7 +166,8 @@ def test_blockwise_equals_full_for_every_criterion(name: str) -> None:
     p = _unit(torch.randn(30 * 3, 8)).requires_grad_(True)
     keys = torch.arange(90)
     keys[(7 + 2) * 3 + 1] = keys[(7 + 5) * 3]  # a duplicate of a positive inside the blocks
-    layout = BatchLayout(3, 7, in_batch, keys, teacher_scores=torch.randn(10, 3))
+    guide = (_unit(torch.randn(10, 4)), _unit(torch.randn(90, 4)))
+    layout = BatchLayout(3, 7, in_batch, keys, torch.randn(10, 3), guide, guide_margin=0.3)
     full = criterion(q, p, layout)
     full.loss.backward()
     cached = blockwise_loss(criterion, q.detach(), p.detach(), layout, block_size=4)

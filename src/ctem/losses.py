@@ -47,6 +47,10 @@ class BatchLayout:
             negative (in-batch false-negative masking). ``None``: nothing is excluded.
         teacher_scores: ``[B, G]`` teacher scores of each query's group (positive first),
             for distillation; ``None`` without a teacher.
+        guide: a guide model's embeddings of the queries ``[B, Hg]`` and of the passages
+            given ``[N * G, Hg]`` (GISTEmbed): a passage the guide scores above the query's
+            positive (less ``guide_margin``) is not counted as its negative. ``None``: no guide.
+        guide_margin: see ``guide``.
     """
 
     group_size: int
@@ -54,11 +58,14 @@ class BatchLayout:
     in_batch_negatives: bool = True
     passage_keys: torch.Tensor | None = None
     teacher_scores: torch.Tensor | None = field(default=None, repr=False)
+    guide: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+    guide_margin: float = 0.0
 
     def rows(self, start: int, stop: int) -> "BatchLayout":
         """The layout of the queries ``start:stop`` of this one (a gradient-cache block)."""
         teacher = None if self.teacher_scores is None else self.teacher_scores[start:stop]
-        return replace(self, query_offset=self.query_offset + start, teacher_scores=teacher)
+        guide = None if self.guide is None else (self.guide[0][start:stop], self.guide[1])
+        return replace(self, query_offset=self.query_offset + start, teacher_scores=teacher, guide=guide)
 
 
 @dataclass
@@ -106,14 +113,34 @@ def score_batch(queries: torch.Tensor, passages: torch.Tensor, layout: BatchLayo
         targets, group_columns = torch.zeros(num_queries, dtype=torch.long, device=q.device), None
     masked = torch.zeros((), dtype=torch.long, device=q.device)
     unmasked = scores
-    if layout.passage_keys is not None:
-        keys = layout.passage_keys.to(q.device)
-        columns = own_columns if group_columns is None else torch.arange(p.size(0), device=q.device).expand(num_queries, -1)
-        excluded = keys[columns] == keys[own_start][:, None]
+    excluded = _false_negatives(layout, own_columns if group_columns is None else None, own_start, p.size(0))
+    if excluded is not None:
         excluded[local, targets] = False
         masked = excluded.sum()
         scores = scores.masked_fill(excluded, float("-inf"))
     return Scores(scores, targets, masked, unmasked, group_columns)
+
+
+def _false_negatives(
+    layout: BatchLayout, own_columns: torch.Tensor | None, own_start: torch.Tensor, num_passages: int
+) -> torch.Tensor | None:
+    """``[B, C]`` bool: the candidates (``own_columns`` ``[B, G]``, else every passage) that
+    are not the query's negatives: the same text as its positive (``passage_keys``), or
+    scored by the guide above its positive less the margin; ``None`` when nothing is checked."""
+    if layout.passage_keys is None and layout.guide is None:
+        return None
+    device = own_start.device
+    columns = own_columns if own_columns is not None else torch.arange(num_passages, device=device).expand(own_start.size(0), -1)
+    excluded = torch.zeros(columns.shape, dtype=torch.bool, device=device)
+    if layout.passage_keys is not None:
+        keys = layout.passage_keys.to(device)
+        excluded |= keys[columns] == keys[own_start][:, None]
+    if layout.guide is not None:
+        guide_q, guide_p = (t.to(device).float() for t in layout.guide)
+        guided = torch.einsum("bh,bch->bc", guide_q, guide_p[columns]) if own_columns is not None else guide_q @ guide_p.T
+        positive = (guide_q * guide_p[own_start]).sum(dim=1, keepdim=True)
+        excluded |= guided > positive - layout.guide_margin
+    return excluded
 
 
 def text_keys(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,8 @@ Run as ``python objective_step.py VOCAB OUT`` (one process, the whole batch) or 
 ``torchrun --nproc_per_node 2`` (each rank its half). The global batch holds texts
 duplicated across ranks (a positive of rank 0 is the positive of a rank-1 query, a hard
 negative of rank 0 is a rank-1 positive) and teacher scores. For each objective
-(``masked``: InfoNCE with false-negative masking; ``matryoshka``: Matryoshka InfoNCE at
+(``masked``: InfoNCE with false-negative masking; ``guided``: masking and a guide model
+(GISTEmbed); ``matryoshka``: Matryoshka InfoNCE at
 [32, 16, 8] with masking; ``distill``: InfoNCE + teacher KL with masking) and mode
 (``plain``: padding-free micro-chunks; ``cache``: the gradient cache) it writes
 ``OUT/<objective>_<mode>_rank<r>.pt`` (``contrastive_step.GradientRecorder``) with the
@@ -33,6 +34,7 @@ GROUP = 2
 # (criterion, matryoshka dims) per objective
 OBJECTIVES: dict[str, tuple[Criterion, list[int] | None]] = {
     "masked": (InfoNCELoss(0.05), None),
+    "guided": (InfoNCELoss(0.05), None),  # masking and a guide model (GISTEmbed)
     "matryoshka": (InfoNCELoss(0.05), [32, 16, 8]),
     "distill": (DistillationLoss(0.05, teacher_temperature=0.5, kl_weight=0.5), None),
 }
@@ -78,6 +80,8 @@ def run_case(vocab: Path, out_dir: Path, objective: str, mode: str) -> None:
     torch.manual_seed(0)
     encoder = tiny_encoder(vocab, pooling="mean", initializer_range=0.2)
     criterion, dims = OBJECTIVES[objective]
+    torch.manual_seed(7)
+    guide = tiny_encoder(vocab, pooling="mean", initializer_range=0.2) if objective == "guided" else None
     module = BiEncoderModule(
         encoder,
         criterion,
@@ -87,6 +91,8 @@ def run_case(vocab: Path, out_dir: Path, objective: str, mode: str) -> None:
         padding_free={"enabled": True, "chunk_rows": 3},
         mask_false_negatives=True,
         matryoshka={"dims": dims},
+        guide_model=guide,
+        guide_margin=0.05,
     )
     trainer = cpu_trainer(
         out_dir,

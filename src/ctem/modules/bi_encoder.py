@@ -69,6 +69,10 @@ class BiEncoderModule(L.LightningModule):
         in_batch_negatives: score queries against the whole batch (``False``: each
             against its own group only, every batch).
         mask_false_negatives: exclude passages identical to a query's positive from its negatives.
+        guide_model: a guide model (folder or ``TextEncoder``, frozen, eval mode): a passage it
+            scores above a query's positive less ``guide_margin`` is not that query's
+            negative (GISTEmbed), on every path and across ranks; ``None``: no guide.
+        guide_margin: see ``guide_model``.
         matryoshka: Matryoshka settings (``MatryoshkaConfig`` fields: ``dims``, ``weights``).
     """
 
@@ -84,9 +88,15 @@ class BiEncoderModule(L.LightningModule):
         in_batch_negatives: bool = True,
         mask_false_negatives: bool = False,
         matryoshka: MatryoshkaConfig | dict[str, Any] | None = None,
+        guide_model: TextEncoder | str | None = None,
+        guide_margin: float = 0.0,
     ) -> None:
         super().__init__()
         self.encoder = encoder
+        self.guide = TextEncoder.from_pretrained(guide_model) if isinstance(guide_model, str) else guide_model
+        if self.guide is not None:
+            self.guide.requires_grad_(False).eval()
+        self.guide_margin = guide_margin
         self.matryoshka = matryoshka if isinstance(matryoshka, MatryoshkaConfig) else MatryoshkaConfig(**(matryoshka or {}))
         self.criterion = self.matryoshka.wrap(loss, normalize=encoder.normalize)
         self.optimizer_config = OptimizerConfig.from_any(optimizer)
@@ -98,7 +108,7 @@ class BiEncoderModule(L.LightningModule):
         self.padding_free = (
             padding_free if isinstance(padding_free, PaddingFreeConfig) else PaddingFreeConfig(**(padding_free or {}))
         )
-        self.save_hyperparameters(ignore=["encoder", "loss"])
+        self.save_hyperparameters(ignore=["encoder", "loss", "guide_model"])
         self.throughput = Throughput()
 
     # ------------------------------------------------------------------ loss
@@ -114,6 +124,11 @@ class BiEncoderModule(L.LightningModule):
         if self.mask_false_negatives:
             keys = text_keys(batch["passages"]["input_ids"], batch["passages"]["attention_mask"])
             keys = all_gather_values(keys) if cross_device else keys
+        guide = None
+        if self.guide is not None:
+            with torch.no_grad():
+                guide_q, guide_p = self.guide(**self.guide_tokens(batch["query"])), self.guide(**self.guide_tokens(batch["passages"]))
+            guide = (guide_q, all_gather_values(guide_p) if cross_device else guide_p)
         teacher = batch.get("teacher_scores")
         if teacher is None and self.criterion.facts().needs_teacher_scores:
             raise ValueError(
@@ -121,7 +136,25 @@ class BiEncoderModule(L.LightningModule):
                 "pos_scores and neg_scores (write them with ctem-score)"
             )
         offset = rank_and_world()[0] * num_queries if cross_device else 0
-        return BatchLayout(batch["group_size"], offset, in_batch, keys, teacher), cross_device
+        return BatchLayout(batch["group_size"], offset, in_batch, keys, teacher, guide, self.guide_margin), cross_device
+
+    def guide_tokens(self, tokens: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``tokens`` for the guide model: as they are when it shares the encoder's
+        vocabulary, else the texts decoded and tokenised again (sentence-transformers'
+        GISTEmbedLoss does the same)."""
+        assert self.guide is not None
+        if self.guide.tokenizer.get_vocab() == self.encoder.tokenizer.get_vocab():
+            return tokens
+        texts = self.encoder.tokenizer.batch_decode(tokens["input_ids"], skip_special_tokens=True)
+        retokenized = self.guide.tokenize(texts, self.guide.passage_max_length)
+        return {k: v.to(tokens["input_ids"].device) for k, v in retokenized.items()}
+
+    def train(self, mode: bool = True) -> "BiEncoderModule":
+        """Train mode for the module, never for the guide model (no dropout in its scores)."""
+        super().train(mode)
+        if self.guide is not None:
+            self.guide.eval()
+        return self
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         if self.grad_cache.enabled:
@@ -133,7 +166,7 @@ class BiEncoderModule(L.LightningModule):
             out = self.criterion(q, all_gather_with_grad(p) if cross_device else p, layout)
             loss, accuracy, masked = out.loss, top1_accuracy(out), out.masked
         self.log_step(loss, accuracy, batch)
-        if self.mask_false_negatives:
+        if self.mask_false_negatives or self.guide is not None:
             size = batch["query"]["input_ids"].size(0)
             self.log("train/masked_negatives", masked.float(), batch_size=size, reduce_fx="sum")
         return loss

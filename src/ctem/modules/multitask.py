@@ -47,10 +47,12 @@ class MultiTaskModule(BiEncoderModule):
         in_batch_negatives: bool = True,
         mask_false_negatives: bool = False,
         matryoshka: MatryoshkaConfig | dict[str, Any] | None = None,
+        guide_model: TextEncoder | str | None = None,
+        guide_margin: float = 0.0,
     ) -> None:
         super().__init__(
             encoder, loss, optimizer, negatives_cross_device, grad_cache, final_model_dir, padding_free,
-            in_batch_negatives, mask_false_negatives, matryoshka,
+            in_batch_negatives, mask_false_negatives, matryoshka, guide_model, guide_margin,
         )
         # task -> [loss sum, accuracy sum, batches] since the last write to the loggers
         self._task_sums: dict[str, list[float]] = {}
