@@ -83,7 +83,7 @@ def built_object_message(command: str, err: InstantiationException) -> str | Non
         return f"{command}: error: {SettingError(config_path(node, cause.setting), cause.value, cause.problem)}"
     message = error_message(command, cause)
     if message is None and str(err).startswith("Error in call to target") and isinstance(cause, (ValueError, MisconfigurationException)):
-        return f"{command}: error: {node or 'config'}: {cause}"
+        return f"{command}: error: {node or 'config'}: {' '.join(str(cause).split())}"
     return message
 
 
