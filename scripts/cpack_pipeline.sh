@@ -18,12 +18,19 @@
 #   PRESET             a folder of conf/experiment/cpack/ holding the three stages with other
 #                      sizes, e.g. PRESET=cpu (the whole recipe from scratch on 2 CPU cores,
 #                      docs/reproduction.md). Default: none (conf/experiment/cpack/<stage>.yaml).
+#   LANG               the recipe's language: zh (default) or en (C-Pack Appendix C: the same
+#                      recipe on English data). It becomes `lang=...` of every stage (conf/lang/:
+#                      data folders, vocabulary, retrieval instruction, dev suite) and picks
+#                      LABELED's default. Only the bare codes count: a locale such as
+#                      en_US.UTF-8 or C.UTF-8 leaves the default (zh), and with a bare code the
+#                      stages run with LANG=C.UTF-8.
 #   START_MODEL        encoder the first stage starts from (hub id or folder). Default: none,
 #                      i.e. pre-training builds a new model; required when the first stage is
 #                      not pretrain. With pretrain it continues pre-training that checkpoint.
 #   SEED               seed of every stage and of mining (default 42).
 #   LABELED            labeled training files to mine and fine-tune on
-#                      (default ${CTEM_SHARED_DATA:-../shared/data}/train/labeled).
+#                      (default ${CTEM_SHARED_DATA:-../shared/data}/train/labeled, with LANG=en
+#                      ${CTEM_SHARED_DATA:-../shared/data}/en/train/labeled).
 #   MINE_ARGS / EVAL_ARGS / PRETRAIN_ARGS / CONTRASTIVE_ARGS / FINETUNE_ARGS
 #                      extra overrides of one stage (space separated), e.g.
 #                      PRETRAIN_ARGS="model=bert_base trainer.max_steps=50000"
@@ -42,7 +49,13 @@ shift $(( $# > 0 ? 1 : 0 ))
 STAGES="${STAGES:-pretrain contrastive mine finetune eval}"
 PYTHON="${PYTHON:-python}"
 SEED="${SEED:-42}"
-LABELED="${LABELED:-${CTEM_SHARED_DATA:-../shared/data}/train/labeled}"
+case "${LANG:-}" in
+  zh|en) RECIPE_LANG="$LANG"; export LANG=C.UTF-8 ;;  # a recipe language, not a locale
+  *) RECIPE_LANG=zh ;;
+esac
+DATA="${CTEM_SHARED_DATA:-../shared/data}"
+if [[ "$RECIPE_LANG" == en ]]; then DATA="$DATA/en"; fi
+LABELED="${LABELED:-$DATA/train/labeled}"
 EXPERIMENTS="cpack${PRESET:+/$PRESET}"
 previous="${START_MODEL:-}"
 mined=""
@@ -94,7 +107,7 @@ for stage in $STAGES; do
       else
         echo "cpack_pipeline: eval -> $stage_dir"
         timed eval "$PYTHON" -m ctem.cli.eval model_path="$previous" output_dir="$stage_dir" progress=false \
-          hydra.run.dir="$stage_dir/logs" "${stage_args[@]}"
+          lang="$RECIPE_LANG" hydra.run.dir="$stage_dir/logs" "${stage_args[@]}"
       fi
       continue
       ;;
@@ -103,7 +116,7 @@ for stage in $STAGES; do
     echo "cpack_pipeline: unknown stage '$stage' (no conf/experiment/$EXPERIMENTS/$stage.yaml)" >&2
     exit 2
   fi
-  args=("experiment=$EXPERIMENTS/$stage" "hydra.run.dir=$stage_dir" "seed=$SEED")
+  args=("experiment=$EXPERIMENTS/$stage" "lang=$RECIPE_LANG" "hydra.run.dir=$stage_dir" "seed=$SEED")
   if [[ -n "$previous" ]]; then
     args+=("model=hf" "model.name_or_path=$previous")
   elif [[ "$stage" != "pretrain" ]]; then

@@ -1,21 +1,23 @@
-"""Classic baseline for the dev-suite table: character 1-2-gram TF-IDF + LSA.
+"""Classic baseline for the dev-suite table: TF-IDF + LSA.
 
-A ``TfidfVectorizer(analyzer="char", ngram_range=(1, 2), sublinear_tf=True, min_df=2)``
-and a ``TruncatedSVD(n_components=--dim, random_state=--seed)`` are fitted on the texts of
-the shared pre-training corpus; a text's embedding is its L2-normalised LSA vector. The
+A ``TfidfVectorizer(analyzer=..., ngram_range=(1, 2), sublinear_tf=True, min_df=2)`` and a
+``TruncatedSVD(n_components=--dim, random_state=--seed)`` are fitted on the texts of the
+shared pre-training corpus of the language (``--lang``: Chinese ``zh`` with character
+1-2-grams, English ``en`` with word 1-2-grams, each language's usual units); a text's embedding is its L2-normalised LSA vector. The
 embeddings are scored by ctem's own evaluation code, on the same path as ``ctem-eval``
 (``load_local_tasks`` -> ``CMTEBEvaluator.run`` -> ``write_task_json`` /
 ``write_summary``) but without query instructions (a bag of characters gains nothing
 from them), so the numbers are directly comparable with ``ctem-eval`` output.
 
     . .venv/bin/activate
-    python bench/baselines/tfidf_lsa.py [--corpus PATH] [--tasks-dir DIR] [--output-dir DIR]
-                                        [--dim 256] [--seed 0] [--max-docs N]
+    python bench/baselines/tfidf_lsa.py [--lang zh|en] [--corpus PATH] [--tasks-dir DIR]
+                                        [--output-dir DIR] [--dim 256] [--seed 0] [--max-docs N]
 
-Defaults (relative paths are taken from the repository root):
-``--corpus ${CTEM_SHARED_DATA:-../shared/data}/train/pretrain/corpus.jsonl`` (JSON lines
-with a ``text`` field), ``--tasks-dir ${CTEM_SHARED_DATA:-../shared/data}/eval/cmteb-dev``,
-``--output-dir logs/baselines/tfidf_lsa`` (git-ignored through ``logs/``).
+Defaults (relative paths are taken from the repository root; ``DATA`` is
+``${CTEM_SHARED_DATA:-../shared/data}``, and ``DATA/en`` with ``--lang en``):
+``--corpus DATA/train/pretrain/corpus.jsonl`` (JSON lines with a ``text`` field),
+``--tasks-dir DATA/eval/cmteb-dev`` (``DATA/en/eval/mteb-en-dev``),
+``--output-dir logs/baselines/tfidf_lsa`` (``tfidf_lsa_en``; git-ignored through ``logs/``).
 
 Writes, like ``ctem-eval``, ``<output-dir>/<Task>.json`` per task and ``summary.md`` /
 ``summary.csv`` / ``tasks.csv`` (model name ``tfidf-lsa-<dim>``); prints one line per task,
@@ -44,9 +46,11 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = Path(os.environ.get("CTEM_SHARED_DATA", "../shared/data"))
-DEFAULT_CORPUS = SHARED_DATA / "train" / "pretrain" / "corpus.jsonl"
-DEFAULT_TASKS_DIR = SHARED_DATA / "eval" / "cmteb-dev"
-DEFAULT_OUTPUT_DIR = Path("logs") / "baselines" / "tfidf_lsa"
+# Per language: data folder, dev suite, n-gram units of the vectoriser, output folder.
+LANGUAGES = {
+    "zh": {"data": SHARED_DATA, "suite": "cmteb-dev", "analyzer": "char", "output": "tfidf_lsa"},
+    "en": {"data": SHARED_DATA / "en", "suite": "mteb-en-dev", "analyzer": "word", "output": "tfidf_lsa_en"},
+}
 PROG = "tfidf_lsa"
 # Texts per transform call (bounds the dense [batch, dim] float64 intermediate).
 ENCODE_BATCH = 8192
@@ -91,11 +95,11 @@ def read_corpus(path: Path, max_docs: int | None = None, seed: int = 0) -> list[
 
 
 class TfidfLsaEncoder:
-    """Character 1-2-gram TF-IDF -> TruncatedSVD -> L2 normalisation."""
+    """1-2-gram TF-IDF (characters or words: ``analyzer``) -> TruncatedSVD -> L2 normalisation."""
 
-    def __init__(self, dim: int = 256, seed: int = 0) -> None:
+    def __init__(self, dim: int = 256, seed: int = 0, analyzer: str = "char") -> None:
         self.dim = dim
-        self.vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 2), sublinear_tf=True, min_df=2)
+        self.vectorizer = TfidfVectorizer(analyzer=analyzer, ngram_range=(1, 2), sublinear_tf=True, min_df=2)
         self.svd = TruncatedSVD(n_components=dim, random_state=seed)
 
     def fit(self, texts: Sequence[str], source: Path) -> "TfidfLsaEncoder":
@@ -128,13 +132,19 @@ class TfidfLsaEncoder:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="JSON lines with a 'text' field (default: %(default)s)")
-    parser.add_argument("--tasks-dir", type=Path, default=DEFAULT_TASKS_DIR, help="folder of local task folders (default: %(default)s)")
-    parser.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR, help="where results go (default: %(default)s)")
+    parser.add_argument("--lang", choices=sorted(LANGUAGES), default="zh", help="language: data, dev suite and n-gram units (default: %(default)s)")
+    parser.add_argument("--corpus", type=Path, default=None, help="JSON lines with a 'text' field (default: the language's pre-training corpus)")
+    parser.add_argument("--tasks-dir", type=Path, default=None, help="folder of local task folders (default: the language's dev suite)")
+    parser.add_argument("--output-dir", type=Path, default=None, help="where results go (default: logs/baselines/tfidf_lsa[_en])")
     parser.add_argument("--dim", type=int, default=256, help="SVD components (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the SVD and of --max-docs sampling (default: %(default)s)")
     parser.add_argument("--max-docs", type=int, default=None, help="fit on a random sample of this many corpus texts (default: all)")
     args = parser.parse_args(argv)
+    language = LANGUAGES[args.lang]
+    args.analyzer = language["analyzer"]
+    args.corpus = args.corpus or language["data"] / "train" / "pretrain" / "corpus.jsonl"
+    args.tasks_dir = args.tasks_dir or language["data"] / "eval" / language["suite"]
+    args.output_dir = args.output_dir or Path("logs") / "baselines" / language["output"]
     if args.dim < 1:
         parser.error("--dim must be >= 1")
     if args.max_docs is not None and args.max_docs < 1:
@@ -169,10 +179,10 @@ def run(args: argparse.Namespace) -> list[TaskResult]:
 
     start = time.perf_counter()
     texts = read_corpus(corpus, args.max_docs, args.seed)
-    encoder = TfidfLsaEncoder(args.dim, args.seed).fit(texts, corpus)
+    encoder = TfidfLsaEncoder(args.dim, args.seed, args.analyzer).fit(texts, corpus)
     fit_seconds = time.perf_counter() - start
     print(
-        f"[{PROG}] fitted on {len(texts)} texts of {corpus.resolve()}: {len(encoder.vectorizer.vocabulary_)} char 1-2-grams, "
+        f"[{PROG}] fitted on {len(texts)} texts of {corpus.resolve()}: {len(encoder.vectorizer.vocabulary_)} {args.analyzer} 1-2-grams, "
         f"explained variance {encoder.svd.explained_variance_ratio_.sum():.3f}; fit time {fit_seconds:.1f}s",
         flush=True,
     )
