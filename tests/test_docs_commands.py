@@ -74,6 +74,7 @@ SUBSTITUTIONS: list[tuple[str, str, str, str]] = [
     ("docs/objectives.md", "logs/train/runs/<run>/final_model", "{quickstart_model}",
      "<run>: the quickstart trained for 2 steps (teacher, LoRA start and model to evaluate)"),
     ("docs/objectives.md", "input=data/pairs.jsonl", "input={pairs_small}", "your pairs: 200 rows of the quickstart sample"),
+    ("docs/objectives.md", "examples=data/pairs.jsonl", "examples={pairs_small}", "a few examples: the same 200 rows"),
     ("docs/objectives.md", "models=[logs/train/runs/<base>/final_model,logs/train/runs/<finetuned>/final_model]",
      "models=[{quickstart_model},{quickstart_model}]", "a base and its fine-tune: the quickstart model twice"),
     ("docs/mining.md", "experiment=...", "experiment=atec_tiny",

@@ -94,3 +94,21 @@ def test_cli_merges_and_refuses_in_one_line(models, tmp_path) -> None:
     from sentence_transformers import SentenceTransformer
 
     assert SentenceTransformer(str(tmp_path / "m"), device="cpu").encode(["一个句子"]).shape == (1, 32)
+
+
+def test_weights_chosen_from_examples(models, tmp_path) -> None:
+    """LM-Cocktail: softmax(-loss / temperature) of each model's loss on the examples."""
+    from ctem.merge import Examples, example_loss
+    from ctem.mining import read_mining_rows
+    from tests.helpers.tiny import sentences
+
+    texts = sentences(30, seed=9, min_len=6, max_len=16)
+    rows = [{"query": texts[i], "pos": [texts[i + 10]], "neg": [texts[i + 20]]} for i in range(10)]
+    path = tmp_path / "examples.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    result = merge_models([models["a"], models["b"]], tmp_path / "m", examples=Examples(str(path), temperature=0.5))
+    read, _ = read_mining_rows(str(path))
+    losses = torch.tensor([example_loss(TextEncoder.from_pretrained(models[k]), read, 8) for k in "ab"])
+    assert result.weights == pytest.approx(torch.softmax(-losses / 0.5, dim=0).tolist(), rel=1e-5)
+    with pytest.raises(SettingError, match="not both"):
+        merge_models([models["a"], models["b"]], tmp_path / "n", weights=[1, 1], examples=Examples(str(path)))

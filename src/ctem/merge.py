@@ -2,6 +2,10 @@
 the same architecture, e.g. a domain fine-tune and its base, to keep the base's general
 ability while keeping most of the in-domain gain.
 
+The weights are given, or chosen from a few examples of the target tasks (LM-Cocktail's
+``mix_models_with_data``): each model's InfoNCE loss on the examples, ``l_i``, gives weight
+``softmax(-l / temperature)_i``, so the models that already fit the examples weigh more.
+
 The merged folder is a complete ctem folder (written as a whole: ``ctem.files.staged_folder``
 through ``TextEncoder.save_pretrained``) that keeps the inputs' pooling, normalisation,
 max lengths and query instruction; folders that disagree in architecture, pooling,
@@ -23,6 +27,10 @@ import torch
 
 from ctem.encoder import TextEncoder
 from ctem.files import check_not_inputs
+from ctem.instructions import with_instruction
+from ctem.losses import BatchLayout, InfoNCELoss
+from ctem.mining import read_mining_rows
+from ctem.rows import OnBadRow, describe_source, no_rows
 from ctem.settings import SettingError
 
 # Backbone settings two merged models must share.
@@ -80,23 +88,64 @@ def _disagree(first: str, other: str, what: str, a: object, b: object) -> None:
     raise SettingError("models", f"[{first},{other}]", f"cannot be merged: they disagree in {what} ({a} vs {b})")
 
 
+@dataclass
+class Examples:
+    """A few training rows of the target tasks (``{"query", "pos", "neg"?, "prompt"?}``
+    JSON lines) that choose the weights: each model's InfoNCE loss over them (temperature
+    0.02, in-batch negatives plus up to ``group_size - 1`` of each row's negatives), and
+    ``temperature`` of the softmax over the models' losses (LM-Cocktail's default 5)."""
+
+    files: str | Sequence[str]
+    temperature: float = 5.0
+    group_size: int = 8
+    on_bad_row: OnBadRow = "error"
+
+
+def example_loss(encoder: TextEncoder, rows: Sequence[dict], group_size: int) -> float:
+    """``encoder``'s InfoNCE loss on ``rows`` (queries with their ``prompt`` or the
+    encoder's instruction; every row's first positive and its first ``group_size - 1``
+    negatives, as many as every row has)."""
+    group = 1 + min(group_size - 1, *(len(row["neg"]) for row in rows))
+    queries = [with_instruction(row["query"], row["prompt"], encoder.query_instruction) for row in rows]
+    passages = [text for row in rows for text in [row["pos"][0], *row["neg"][: group - 1]]]
+    q = torch.from_numpy(encoder.encode(queries, is_query=True))
+    p = torch.from_numpy(encoder.encode(passages))
+    return float(InfoNCELoss(0.02)(q, p, BatchLayout(group)).loss)
+
+
+def example_weights(encoders: Sequence[TextEncoder], examples: Examples) -> list[float]:
+    """``softmax(-loss / temperature)`` over the models' losses on the examples."""
+    if not examples.temperature > 0:
+        raise SettingError("example_temperature", examples.temperature, "must be > 0")
+    rows, report = read_mining_rows(examples.files, examples.on_bad_row)
+    if not rows:
+        raise no_rows(describe_source(examples.files), report)
+    losses = torch.tensor([example_loss(encoder, rows, examples.group_size) for encoder in encoders])
+    return torch.softmax(-losses / examples.temperature, dim=0).tolist()
+
+
 def merge_models(
     models: Sequence[str],
     output: str | os.PathLike,
     weights: Sequence[float] | None = None,
     trust_remote_code: bool = False,
+    examples: Examples | None = None,
 ) -> MergeResult:
     """Write to ``output`` the weighted average of the backbones of ``models`` (folders or
-    hub ids; ``weights`` scaled to sum to 1, ``None``: equal), with the first model's
-    tokenizer and settings (which all share: ``check_mergeable``). Floating-point weights
-    are averaged in float64 and stored in their own dtype; other tensors (integer buffers)
-    come from the first model."""
+    hub ids; ``weights`` scaled to sum to 1, or chosen from ``examples``, else equal), with
+    the first model's tokenizer and settings (which all share: ``check_mergeable``).
+    Floating-point weights are averaged in float64 and stored in their own dtype; other
+    tensors (integer buffers) come from the first model."""
     if len(models) < 2:
         raise SettingError("models", list(models), "needs at least two model folders")
+    if weights is not None and examples is not None:
+        raise SettingError("weights", list(weights), "give weights or examples, not both")
     shares = normalized_weights(weights, len(models))
     check_not_inputs([output], [m for m in models if Path(m).exists()])
     encoders = [TextEncoder.from_pretrained(m, trust_remote_code=trust_remote_code) for m in models]
     check_mergeable(models, encoders)
+    if examples is not None:
+        shares = example_weights(encoders, examples)
     states = [encoder.backbone.state_dict() for encoder in encoders]
     merged: dict[str, torch.Tensor] = {}
     for key, value in states[0].items():
