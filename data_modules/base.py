@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -12,9 +13,12 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler
 
 from ctem.distributed import rank_and_world
+from ctem.languages import written_in
 from ctem.rows import DataSizeError, describe_source
 from ctem.settings import SettingError
 from ctem.data_modules.resume import Position, ResumableDataLoader, SkippableBatches, rng_states
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -73,8 +77,9 @@ class ShardedDataModule(L.LightningDataModule):
     """Base of ctem's DataModules: they shard the data per rank themselves (so trainer
     configs set ``use_distributed_sampler: false``) and build their loader here.
 
-    Subclasses call ``super().__init__(loader)`` (the ``LoaderConfig`` every module takes,
-    kept as ``self.loader``) and set ``batch_size`` (checked: ``SettingError`` naming
+    Subclasses call ``super().__init__(loader, language)`` (the ``LoaderConfig`` every
+    module takes, kept as ``self.loader``, and the data's ISO 639-1 language code, ``conf/lang``'s
+    ``code``, kept as ``self.language`` for the model card; ``None``: not said) and set ``batch_size`` (checked: ``SettingError`` naming
     ``data.batch_size``), ``seed`` and, for ``sharded_loader``, ``drop_last``.
 
     Checkpoints hold where the run stands in its data and its random states
@@ -88,9 +93,25 @@ class ShardedDataModule(L.LightningDataModule):
     _resume_at: Position | None = None
     _train_loader: ResumableDataLoader | None = None
 
-    def __init__(self, loader: LoaderConfig | Mapping[str, Any] | None = None) -> None:
+    def __init__(self, loader: LoaderConfig | Mapping[str, Any] | None = None, language: str | None = None) -> None:
         super().__init__()
         self.loader = LoaderConfig.of(loader)
+        self.language = language
+
+    def check_language(self, rows: datasets.Dataset, column: str, sample: int = 200) -> None:
+        """Warn, and leave the model card's language unsaid, when the first ``sample`` texts
+        of ``rows[column]`` are not written in ``self.language``'s script (English rows trained
+        with the default ``lang=zh``: the Chinese instruction on English queries, a card
+        saying zh)."""
+        setting = "lang"
+        texts = rows.select(range(min(sample, len(rows))))[column]
+        if self.language and not written_in(self.language, texts):
+            log.warning(
+                "the data is configured as language %r (%s=%s) but %d sampled texts are not written in its script: "
+                "set %s to the data's language (conf/lang/: zh, en); the model card will not name a language",
+                self.language, setting, self.language, len(texts), setting,
+            )
+            self.language = None
 
     @property
     def batch_size(self) -> int:

@@ -387,6 +387,7 @@ class PretrainCorpusDataModule(ShardedDataModule):
         preprocessing_num_proc: processes for tokenising a map-style corpus (``None``: one).
         on_bad_row: ``error`` (stop, naming file:line:field) or ``skip`` (drop and report).
         seed: shuffling seed.
+        language: ISO 639-1 code of the corpus (``conf/lang``), written into the model card.
         loader: worker processes (the collator draws the masks there), pinned memory,
             persistent workers (``LoaderConfig``; ``None``: its defaults).
         drop_last: drop a last incomplete batch.
@@ -424,8 +425,9 @@ class PretrainCorpusDataModule(ShardedDataModule):
         cache_dir: str | None = None,
         query_max_length: int | None = None,
         passage_max_length: int | None = None,
+        language: str | None = None,
     ) -> None:
-        super().__init__(loader)
+        super().__init__(loader, language)
         check_on_bad_row(on_bad_row)
         if word_segmentation not in (None, "jieba", "whitespace"):
             raise ValueError(f"word_segmentation must be null, jieba or whitespace, got {word_segmentation!r}")
@@ -480,6 +482,7 @@ class PretrainCorpusDataModule(ShardedDataModule):
             log.warning(self.bad_rows.summary())
         if len(rows) == 0:
             raise no_rows(describe_source(self.train_files, self.hub_dataset), self.bad_rows)
+        self.check_language(rows, "text")
         tokens = rows.map(
             self.to_tokens,
             batched=True,

@@ -319,6 +319,7 @@ class LabeledDataModule(ShardedDataModule):
         query_max_length / passage_max_length: token limits.
         on_bad_row: ``error`` (stop with file:line:field) or ``skip`` (drop and report).
         seed: seed of the schedule and of per-row positive / negative sampling.
+        language: ISO 639-1 code of the data (``conf/lang``), written into the model card.
         loader: worker processes, pinned memory, persistent workers (``LoaderConfig``;
             ``None``: its defaults).
         pad_to_multiple_of: pad token lengths to a multiple of this (``None``: longest row).
@@ -341,8 +342,9 @@ class LabeledDataModule(ShardedDataModule):
         loader: LoaderConfig | None = None,
         pad_to_multiple_of: int | None = None,
         cache_dir: str | None = None,
+        language: str | None = None,
     ) -> None:
-        super().__init__(loader)
+        super().__init__(loader, language)
         if train_group_size < 1:
             raise ValueError(f"train_group_size must be >= 1, got {train_group_size}")
         if batch_size < 1:
@@ -429,6 +431,8 @@ class LabeledDataModule(ShardedDataModule):
             log.warning(self.bad_rows.summary())
         if self.sampling == "round_robin" and any(p.weight != 1.0 for p in parts):
             log.warning("dataset weights are used by proportional sampling only; sampling is round_robin")
+        for part in parts:
+            self.check_language(part.dataset.rows, "query")
         self.train_dataset = LabeledDataset(parts)
         for part in parts:
             log.info(

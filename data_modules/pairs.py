@@ -308,6 +308,7 @@ class PairDataModule(ShardedDataModule):
         shuffle_buffer_size: shuffle buffer of the streaming source.
         on_bad_row: ``error`` (stop with file:line:field) or ``skip`` (drop and report).
         seed: seed of shuffling and per-row sampling.
+        language: ISO 639-1 code of the data (``conf/lang``), written into the model card.
         loader: worker processes, pinned memory, persistent workers (``LoaderConfig``;
             ``None``: its defaults). Persistent workers never see negatives refreshed
             during training.
@@ -335,8 +336,9 @@ class PairDataModule(ShardedDataModule):
         pad_to_multiple_of: int | None = None,
         drop_last: bool = True,
         cache_dir: str | None = None,
+        language: str | None = None,
     ) -> None:
-        super().__init__(loader)
+        super().__init__(loader, language)
         if train_group_size < 1:
             raise ValueError(f"train_group_size must be >= 1, got {train_group_size}")
         check_on_bad_row(on_bad_row)
@@ -386,6 +388,7 @@ class PairDataModule(ShardedDataModule):
             log.warning(self.bad_rows.summary())
         if len(rows) == 0:
             raise no_rows(describe_source(self.train_files, self.hub_dataset), self.bad_rows)
+        self.check_language(rows, "query")
         self.train_dataset = PairDataset(rows, self.train_group_size, self.seed, self.query_instruction)
 
     # ------------------------------------------------------------ negatives refresh

@@ -64,6 +64,7 @@ def test_contrastive_from_scratch_card(compose_train, files) -> None:
     meta, body = split_card(folder)
     assert meta["library_name"] == "sentence-transformers" and meta["pipeline_tag"] == "sentence-similarity"
     assert meta["tags"] == TAGS and "base_model" not in meta  # trained from scratch
+    assert meta["language"] == ["zh"]  # the data's (lang=zh, checked against the rows)
     assert "**Stage**: `contrastive`" in body and "Started from**: scratch" in body and "`bert`" in body
     assert "| steps | 2 |" in body and "| batch size per device | 4 |" in body
     assert "| temperature | 0.02 |" in body and "| learning rate | 0.0001 |" in body
@@ -136,3 +137,4 @@ def test_render_pure_hub_base_cls_pooling(tmp_path) -> None:
     assert read_front_matter(tmp_path) == meta
     assert not is_hub_id(str(tmp_path)) and is_hub_id("bert-base-chinese")
     assert languages_hint("", "bert-base-chinese") == ["zh"] and languages_hint(BGE_EN, None) == ["en"]
+    assert languages_hint("", None, None, "en") == ["en"] and languages_hint(BGE_EN, None, ["en"], "en") == ["en"]

@@ -191,3 +191,21 @@ def test_bad_teacher_scores_name_file_line_and_field(tmp_path, tokenizer, row, f
     with pytest.raises(DataFormatError) as err:
         dm.setup("fit")
     assert (err.value.file, err.value.line, err.value.field) == (str(f), 2, field) and message in str(err.value)
+
+
+def test_the_data_language_is_checked_against_the_rows(tmp_path, tokenizer, caplog) -> None:
+    """The language the data is configured with (conf/lang, recorded in the model card) is
+    kept when the rows are written in its script; English rows under the default lang=zh
+    are a loud warning and the card names no language."""
+    chinese = write_rows(tmp_path / "zh.jsonl", GOOD)
+    english = write_rows(tmp_path / "en.jsonl", [{"query": f"what is item {i}", "pos": [f"item {i} is a thing"]} for i in range(8)])
+    dm = PairDataModule(tokenizer, train_files=str(chinese), train_group_size=1, cache_dir=str(tmp_path / "c"), language="zh")
+    dm.setup("fit")
+    assert dm.language == "zh" and "not written in its script" not in caplog.text
+    dm = PairDataModule(tokenizer, train_files=str(english), train_group_size=1, cache_dir=str(tmp_path / "c"), language="zh")
+    dm.setup("fit")
+    assert dm.language is None
+    assert "configured as language 'zh' (lang=zh) but 8 sampled texts are not written in its script" in caplog.text
+    dm = PairDataModule(tokenizer, train_files=str(english), train_group_size=1, cache_dir=str(tmp_path / "c"), language="en")
+    dm.setup("fit")
+    assert dm.language == "en"

@@ -11,6 +11,7 @@ in mteb's form as it is.
 from __future__ import annotations
 
 import re
+from typing import Sequence
 
 # ISO 639-1 code -> mteb's language tag (ISO 639-3 + script), for the languages of MTEB's
 # monolingual and multilingual task families.
@@ -66,6 +67,20 @@ def mteb_language_tag(language: str) -> str:
         f"unknown language {language!r}: use an ISO 639-1 code ({', '.join(sorted(MTEB_LANGUAGE_TAGS))}) "
         "or an mteb tag such as eng-Latn"
     )
+
+
+# Languages written without spaces between words (their texts hold _SPACELESS characters).
+SPACELESS_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "km", "my"})
+
+
+def written_in(language: str, texts: Sequence[str]) -> bool:
+    """Whether ``texts`` (a sample) look written in ``language``'s script: for a language
+    written without spaces (:data:`SPACELESS_LANGUAGES`) at least a third of them hold one of
+    its characters; for any other language at most a tenth do. Empty samples pass."""
+    if not texts:
+        return True
+    share = sum(words_without_spaces(t) for t in texts) / len(texts)
+    return share >= 1 / 3 if language in SPACELESS_LANGUAGES else share <= 0.1
 
 
 def words_without_spaces(text: str) -> bool:

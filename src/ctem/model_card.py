@@ -53,11 +53,12 @@ def is_hub_id(name: str | None) -> bool:
     return bool(name) and bool(_HUB_ID.match(str(name))) and not Path(str(name)).exists() and ".." not in str(name)
 
 
-def languages_hint(instruction: str | None, base_model: str | None, inherited: Any = None) -> list[str]:
-    """Languages known from what is recorded: a model card the training started from
+def languages_hint(instruction: str | None, base_model: str | None, inherited: Any = None, data: str | None = None) -> list[str]:
+    """Languages known from what is recorded: the training data's (``data``: the data
+    module's ``language``, ``conf/lang``), a model card the training started from
     (``inherited``: its ``language``), the hub id (``...-zh...``, ``...-en...``,
     ``chinese``) and the query instruction's script. Empty when nothing says."""
-    found: list[str] = []
+    found: list[str] = [data] if data else []
     if isinstance(inherited, str):
         inherited = [inherited]
     found += [str(x) for x in inherited or []]

@@ -183,7 +183,7 @@ def model_card_facts(trainer: L.Trainer, encoder: TextEncoder, parameters: int |
         "started_from": source,
         "architecture": architecture,
         "parameters": parameters if parameters is not None else count_parameters(encoder.backbone.state_dict()),
-        "languages": languages_hint(instruction, base_model, previous.get("language")),
+        "languages": languages_hint(instruction, base_model, previous.get("language"), getattr(datamodule, "language", None)),
         "data": data,
         "hyperparameters": hyper,
         "pooling": encoder.pooling,
