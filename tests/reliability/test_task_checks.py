@@ -62,6 +62,12 @@ def test_an_unknown_main_score_is_refused_before_anything_is_encoded(tmp_path) -
         CMTEBEvaluator(tasks).run(encode)
 
 
+def test_a_main_score_the_cut_offs_leave_out_names_them(tmp_path) -> None:
+    tasks = load_local_tasks(retrieval_task(tmp_path, ["q1"], [("q1", "p1", 1)]))  # main score ndcg_at_10
+    with pytest.raises(TaskFormatError, match=r"main_score 'ndcg_at_10' is not a score of Retrieval tasks with k_values=\[1, 5\]; known: "):
+        CMTEBEvaluator(tasks, EvalSettings(k_values=(1, 5)))
+
+
 @pytest.mark.parametrize("k_values", [(1, 3), (10,)])
 def test_the_known_scores_are_the_scores_the_evaluators_give(tmp_path, k_values) -> None:
     settings = EvalSettings(k_values=k_values)

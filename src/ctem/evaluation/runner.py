@@ -145,9 +145,10 @@ def check_main_scores(tasks: Sequence[Task], settings: EvalSettings) -> None:
     for task in tasks:
         known = score_names(task.type, settings)
         if task.main_score not in known:
+            depends = {"Retrieval": f" with k_values={list(settings.k_values)}", "Reranking": f" with mrr_k={settings.mrr_k}"}
             raise TaskFormatError(
-                f"task {task.name} ({task.source}): main_score {task.main_score!r} is not a score of {task.type} tasks; "
-                f"known: {sorted(known)}"
+                f"task {task.name} ({task.source}): main_score {task.main_score!r} is not a score of {task.type} tasks"
+                f"{depends.get(task.type, '')}; known: {sorted(known)}"
             )
 
 
