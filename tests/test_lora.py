@@ -94,3 +94,19 @@ def test_lora_run_resumed_mid_epoch_reproduces_the_uninterrupted_run(uninterrupt
     assert any("lora_" in k for k in a)
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
     assert worst <= 1e-6, f"resumed weights differ by up to {worst:.3g}"
+
+
+def test_lora_builds_for_fine_tuning_and_is_refused_for_retromae(compose_train, tmp_path) -> None:
+    from hydra.utils import instantiate
+
+    from ctem.modules import MultiTaskModule, RetroMAEModule
+    from ctem.settings import SettingError
+
+    vocab = write_vocab(tmp_path)
+    cfg = compose_train("model=tiny", f"model.tokenizer={vocab}", "model.lora.enabled=true", "stage=multitask")
+    encoder = instantiate(cfg.model)
+    module = instantiate(cfg.stage, encoder=encoder)
+    assert isinstance(module, MultiTaskModule)
+    assert all("lora_" in n for n, p in module.named_parameters() if p.requires_grad)
+    with pytest.raises(SettingError, match="model.lora.enabled=True: LoRA is for the contrastive and fine-tuning stages"):
+        RetroMAEModule(encoder)

@@ -36,6 +36,7 @@ from ctem.retromae.checkpoint import DECODER_DIR_NAME, load_decoder, save_decode
 from ctem.retromae.decoder import EnhancedDecoderLayer
 from ctem.retromae.fused_loss import fused_linear_cross_entropy
 from ctem.retromae.mlm_head import MLMHead, load_pretrained_mlm_head
+from ctem.settings import SettingError
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,10 @@ class RetroMAEModule(L.LightningModule):
         loss_chunk_size: int | None = None,
     ) -> None:
         super().__init__()
+        if encoder.lora.enabled:
+            raise SettingError(
+                "model.lora.enabled", True, "LoRA is for the contrastive and fine-tuning stages; RetroMAE pre-trains the whole encoder"
+            )
         self.encoder = encoder
         config = encoder.backbone.config
         if not isinstance(getattr(encoder.backbone, "embeddings", None), nn.Module):
