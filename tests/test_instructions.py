@@ -83,3 +83,17 @@ def test_named_instructions_in_any_setting(compose_train, files) -> None:
     cfg = compose_train("model=tiny", f"model.tokenizer={files['vocab']}", "data=pairs", f"data.train_files=[{files['pairs']}]",
                         "data.query_instruction=bge_en", "logger=none", "callbacks=none", "train=false")
     assert run(cfg)["datamodule"].trained_query_instruction == NAMED_INSTRUCTIONS["bge_en"]
+
+
+def test_an_unknown_instruction_name_is_one_line(tmp_path) -> None:
+    """A name that does not exist is refused wherever an instruction is set (not used as the
+    text "bge_fr"); texts, names and none pass."""
+    from ctem.instructions import BGE_EN, InstructionNameError, resolve_instruction
+    from ctem.mining import MiningConfig
+
+    assert resolve_instruction("bge_en") == BGE_EN and resolve_instruction("none") == ""
+    assert resolve_instruction("query: ") == "query: " and resolve_instruction("Represent this") == "Represent this"
+    with pytest.raises(InstructionNameError, match="unknown instruction name 'bge_fr': use one of bge_zh, bge_en, none"):
+        resolve_instruction("bge_fr")
+    with pytest.raises(InstructionNameError):
+        MiningConfig(query_instruction="bge_english")

@@ -13,6 +13,10 @@ prompt; ``""`` = none). Evaluation uses that recorded instruction unless the use
 
 from __future__ import annotations
 
+import re
+
+from ctem.errors import CtemInputError
+
 # BGE's Chinese retrieval instruction (C-Pack; the BAAI/bge-*-zh model cards).
 BGE_ZH = "为这个句子生成表示以用于检索相关文章："
 # BGE's English retrieval instruction (the BAAI/bge-*-en model cards).
@@ -22,12 +26,29 @@ BGE_EN = "Represent this sentence for searching relevant passages: "
 NAMED_INSTRUCTIONS: dict[str, str] = {"bge_zh": BGE_ZH, "bge_en": BGE_EN, "none": ""}
 
 
+# What a name looks like (``bge_zh``): lower-case words joined by underscores, no spaces or
+# punctuation. An instruction text always has spaces or punctuation ("...passages: ").
+_NAME_LIKE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)+$")
+
+
+class InstructionNameError(CtemInputError, ValueError):
+    """A setting names an instruction that does not exist (``bge_fr``)."""
+
+
 def resolve_instruction(value: str | None) -> str | None:
     """The instruction text for ``value``: a name of :data:`NAMED_INSTRUCTIONS` becomes its
-    text; any other string is the instruction itself; ``None`` stays ``None`` (not set)."""
+    text; any other string is the instruction itself; ``None`` stays ``None`` (not set).
+    A value shaped like a name that is not one (``bge_fr``) is an
+    :class:`InstructionNameError`, not silently an instruction text."""
     if value is None:
         return None
-    return NAMED_INSTRUCTIONS.get(value, value)
+    if value in NAMED_INSTRUCTIONS:
+        return NAMED_INSTRUCTIONS[value]
+    if _NAME_LIKE.match(value):
+        raise InstructionNameError(
+            f"unknown instruction name {value!r}: use one of {', '.join(NAMED_INSTRUCTIONS)} or the instruction's own text"
+        )
+    return value
 
 
 def evaluation_instruction(override: str | None, recorded: str | None) -> str:

@@ -38,6 +38,8 @@ def train_args(tmp_path: Path, case: str) -> tuple[list[str], str]:
     if case == "max_seq_length":
         corpus = with_data(tiny_run(vocab, pairs, run, "stage=retromae"), "data=corpus", f"data.train_files=[{pairs}]", "data.text_field=query", "data.max_seq_length=2")
         return corpus, "data.max_seq_length=2: must be an integer of at least 3"
+    if case == "instruction_name":  # a name that does not exist, not an instruction text "bge_fr"
+        return tiny_run(vocab, pairs, run, "data.query_instruction=bge_fr"), "unknown instruction name 'bge_fr': use one of bge_zh, bge_en, none"
     if case == "missing_tokenizer":  # raised inside Hydra's instantiate, which wraps it in lines of its own
         return tiny_run(tmp_path / "no" / "vocab.txt", pairs, run), f"tokenizer not found: {tmp_path / 'no' / 'vocab.txt'}"
     mixed = tmp_path / "mixed.jsonl"
@@ -46,12 +48,25 @@ def train_args(tmp_path: Path, case: str) -> tuple[list[str], str]:
     return labeled, f"{mixed} (dataset 'mixed'): field 'type': mixes task types ['nli', 'sts']"
 
 
-@pytest.mark.parametrize("case", ["lone_surrogate", "query_max_length", "max_seq_length", "missing_tokenizer", "mixed_task_types"])
+@pytest.mark.parametrize("case", ["lone_surrogate", "query_max_length", "max_seq_length", "instruction_name", "missing_tokenizer", "mixed_task_types"])
 def test_train_input_errors_are_one_line(tmp_path, case) -> None:
     args, fragment = train_args(tmp_path, case)
     proc = run_command("ctem.cli.train", *args, cwd=tmp_path)
     assert fragment in command_error(proc)
     assert not (tmp_path / "run" / "final_model").exists()
+
+
+def test_an_english_task_folder_with_a_missing_file_is_one_line(tmp_path, tiny_model) -> None:
+    """ctem-eval lang=en on a task folder whose queries file is missing: one line naming it."""
+    task = tmp_path / "tasks" / "EnRetrieval"
+    task.mkdir(parents=True)
+    (task / "task.json").write_text('{"name": "EnRetrieval", "type": "Retrieval", "language": "en"}', encoding="utf-8")
+    (task / "corpus.jsonl").write_text('{"id": "d1", "text": "cells divide"}\n', encoding="utf-8")
+    (task / "qrels.jsonl").write_text('{"qid": "q1", "pid": "d1", "score": 1}\n', encoding="utf-8")
+    proc = run_command("ctem.cli.eval", "lang=en", f"model_path={tiny_model}", f"tasks_dir={tmp_path / 'tasks'}", f"output_dir={tmp_path / 'out'}",
+                       f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert f"{task / 'queries.jsonl'}" in command_error(proc, "ctem-eval")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def test_eval_max_length_below_the_special_tokens_is_one_line(tmp_path, tiny_model) -> None:
