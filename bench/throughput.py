@@ -77,7 +77,8 @@ CTEM_COUNTERPART = {
     "st-cached": "ctem-cached",
 }
 FLAG_VENV = BENCH_DIR / ".venv-flag"
-FLAG_REQUIREMENTS = ("FlagEmbedding==1.4.2", "transformers<5", "sentence-transformers<6", "datasets<5")
+# faiss-cpu: FlagEmbedding's scripts/hn_mine.py (bench/mine_speed.py, bench/finetune_compare.py) imports it.
+FLAG_REQUIREMENTS = ("FlagEmbedding==1.4.2", "transformers<5", "sentence-transformers<6", "datasets<5", "faiss-cpu")
 
 
 # =========================================================================== workers
