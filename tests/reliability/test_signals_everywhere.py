@@ -106,3 +106,12 @@ def test_ctem_build_vocab_stopped_says_nothing_was_written(tmp_path) -> None:
     returncode, lines = stop_while(tmp_path, "ctem.cli.build_vocab", "ctem.cli.build_vocab.train_wordpiece_vocab", args)
     assert (returncode, lines[-1]) == (1, f"ctem-build-vocab: stopped by SIGTERM; {out / 'vocab.txt'} not written: run the command again")
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_ctem_train_stopped_before_its_first_step_says_there_is_nothing_to_resume(tmp_path) -> None:
+    run = tmp_path / "run"
+    args = tiny_run(write_vocab(tmp_path), write_pairs(tmp_path / "pairs.jsonl", 8), run, "trainer.max_steps=2")
+    returncode, lines = stop_while(tmp_path, "ctem.cli.train", "lightning.seed_everything", args)
+    assert (returncode, lines[-1]) == (1, "ctem-train: stopped by SIGTERM; nothing to resume (no training step had run): run the command again")
+    assert not (run / "checkpoints").exists() and not (run / "final_model").exists()
