@@ -48,6 +48,8 @@ def check_resumable(path: str | os.PathLike, module: nn.Module, setting: str = "
     foreign file does not) and holds weights of ``module``'s names (another stage's do not) and
     shapes (another model size's do not). A folder (a sharded checkpoint) is left to Lightning."""
     path = Path(path)
+    if path.is_dir():
+        return
     if not path.is_file():
         raise CheckpointError(f"{setting}={path}: no such checkpoint file")
     try:  # memory-mapped: the weights are not read into memory twice

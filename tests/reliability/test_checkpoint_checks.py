@@ -40,3 +40,12 @@ def test_a_checkpoint_this_run_cannot_continue_is_one_line(compose_train, tmp_pa
         message = error_message("ctem-train", raised.value)
         assert message.startswith(f"ctem-train: error: {line}") and "\n" not in message, (case, message)
     assert sorted(p.name for p in (tmp_path / "run").rglob("*")) == before, "nothing written (no resumed_from.txt either)"
+
+
+def test_a_sharded_checkpoint_folder_is_left_to_lightning(tmp_path) -> None:
+    from torch import nn
+
+    from ctem.checkpoint_io import check_resumable
+
+    (tmp_path / "sharded.ckpt").mkdir()
+    assert check_resumable(tmp_path / "sharded.ckpt", nn.Linear(2, 2)) is None
