@@ -129,7 +129,7 @@ def mine_ctem(args: argparse.Namespace, files: list[Path], out: Path, work: Path
         run(
             [sys.executable, "-m", "ctem.cli.mine", f"model_path={args.model}", f"input={path}", f"output={out / path.name}",
              f"mining.seed={args.seeds[0]}", f"mining.query_instruction={instruction}", "mining.show_progress=false",
-             f"query_max_length={args.query_max_length}", f"passage_max_length={args.passage_max_length}",
+             f"query_max_length={args.query_max_length}", f"passage_max_length={args.mine_passage_max_length}",
              f"cache_dir={work / 'cache'}", f"hydra.run.dir={work / 'logs' / 'mine-ctem' / path.stem}"],
             work / "logs" / f"mine-ctem-{path.stem}.log", args.threads,
         )  # fmt: skip
@@ -140,7 +140,7 @@ def mine_st(args: argparse.Namespace, files: list[Path], out: Path, work: Path) 
     for path in files:
         run(
             [sys.executable, __file__, "--worker", "st-mine", "--input", str(path), "--output", str(out / path.name),
-             "--model", args.model, "--group-size", str(args.group_size), "--max-length", str(args.passage_max_length),
+             "--model", args.model, "--group-size", str(args.group_size), "--max-length", str(args.mine_passage_max_length),
              "--seeds", str(args.seeds[0])],
             work / "logs" / f"mine-st-{path.stem}.log", args.threads,
         )  # fmt: skip
@@ -156,7 +156,7 @@ def mine_flag(args: argparse.Namespace, files: list[Path], out: Path, work: Path
             "--range_for_sampling", FLAG_MINING["range"], "--negative_number", str(FLAG_MINING["negative_number"]),
             "--embedder_name_or_path", args.model, "--embedder_model_class", "encoder-only-base", "--pooling_method", "mean",
             "--normalize_embeddings", "True", "--use_fp16", "False", "--devices", "cpu", "--batch_size", "256",
-            "--embedder_query_max_length", str(args.query_max_length), "--embedder_passage_max_length", str(args.passage_max_length),
+            "--embedder_query_max_length", str(args.query_max_length), "--embedder_passage_max_length", str(args.mine_passage_max_length),
         ] + (["--query_instruction_for_retrieval", instruction] if instruction else [])  # fmt: skip
         code = f"import random, runpy, sys; random.seed({args.seeds[0]}); sys.argv = {argv!r}; runpy.run_path(sys.argv[0], run_name='__main__')"
         run([args.flag_python, "-c", code], work / "logs" / f"mine-flag-{path.stem}.log", args.threads)
@@ -314,12 +314,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds (mining uses the first)")
     parser.add_argument("--zh-seeds", type=int, nargs="*", default=None, help="seeds whose models are also scored on the Chinese suite (default: the first)")
     parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS))
-    parser.add_argument("--steps", type=int, default=120, help="optimizer steps of every framework")
+    parser.add_argument("--steps", type=int, default=60, help="optimizer steps of every framework")
     parser.add_argument("--batch-size", type=int, default=32, help="queries per step")
     parser.add_argument("--group-size", type=int, default=2, help="passages per query: 1 positive + hard negatives")
     parser.add_argument("--query-max-length", type=int, default=64)
-    parser.add_argument("--passage-max-length", type=int, default=128, help="also sentence-transformers' max_seq_length")
-    parser.add_argument("--lr", type=float, default=2e-5, help="peak learning rate of every framework")
+    parser.add_argument("--passage-max-length", type=int, default=64, help="training; also sentence-transformers' max_seq_length")
+    parser.add_argument("--mine-passage-max-length", type=int, default=128, help="passage token limit of every miner (queries: --query-max-length)")
+    parser.add_argument("--lr", type=float, default=5e-5, help="peak learning rate of every framework (transformers' default)")
     parser.add_argument("--eval-max-length", type=int, default=256, help="token limit of every text in evaluation")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rows", type=int, default=None, help="first N rows of each training file only (a quick check of the pipeline)")
@@ -367,7 +368,7 @@ def run_comparison(args: argparse.Namespace, argv: Sequence[str]) -> None:
         skipped["flag"] = why
         print(f"[bench] flag: not run: {why}", flush=True)
     print(f"[bench] start {args.model}; rows {', '.join(f.name for f in files)}; steps {args.steps} x batch {args.batch_size} "
-          f"x group {args.group_size}; lengths {args.query_max_length}/{args.passage_max_length}; lr {args.lr}", flush=True)  # fmt: skip
+          f"x group {args.group_size}; lengths {args.query_max_length}/{args.passage_max_length} (mining {args.query_max_length}/{args.mine_passage_max_length}); lr {args.lr}", flush=True)  # fmt: skip
     figures: dict[str, Any] = {"settings": {k: v for k, v in vars(args).items() if k not in ("worker", "input", "output", "max_length")}}
     figures["scores"] = {"base": {"en": evaluate(args, args.model, "en", work / "eval" / "base" / "en", work)}}
     if zh_seeds:
