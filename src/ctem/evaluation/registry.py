@@ -15,13 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ctem.evaluation.data import (
-    ClassificationData,
-    ClusteringData,
-    RerankingData,
-    RetrievalData,
-    SentencePairs,
-)
+from ctem.evaluation.task_type import find_task_type
 from ctem.evaluation.tasks import DEFAULT_MAIN_SCORES, Task, TaskFormatError
 
 
@@ -153,18 +147,6 @@ HUB_TASKS: dict[str, HubTaskSpec] = {**CMTEB_TASKS, **MTEB_EN_TASKS}
 HUB_SUITES: dict[str, dict[str, HubTaskSpec]] = {"zh": CMTEB_TASKS, "en": MTEB_EN_TASKS}
 
 
-def _columns(rows: Any, spec: HubTaskSpec, wanted: list[str]) -> dict[str, list[Any]]:
-    """Columns by ctem name; unwraps MTEB's v1 one-row-of-lists layout."""
-    renamed = {spec.columns.get(col, col): col for col in rows.column_names}
-    missing = [w for w in wanted if w not in renamed]
-    if missing:
-        raise TaskFormatError(f"{spec.hub_id} ({spec.split}): columns {missing} missing; has {rows.column_names}")
-    out = {w: list(rows[renamed[w]]) for w in wanted}
-    if len(rows) == 1 and isinstance(out[wanted[0]][0], list):
-        out = {w: list(v[0]) for w, v in out.items()}
-    return out
-
-
 def hub_split(hub_id: str, subset: str | None, split: str, cache_dir: str | None) -> Any:
     """One split of a hub dataset; a failure to reach or read it is a ``TaskFormatError``
     naming the dataset (one line for the command line), not a network stack trace."""
@@ -181,47 +163,17 @@ def hub_split(hub_id: str, subset: str | None, split: str, cache_dir: str | None
 
 
 def load_hub_task(spec: HubTaskSpec, cache_dir: str | None = None) -> Task:
-    """Download (or read from the ``datasets`` cache) one official task."""
+    """Download (or read from the ``datasets`` cache) one official task; its type's
+    ``load_hub`` turns the hub rows into the task's container."""
+    record = find_task_type(spec.type)
+    if record is None:
+        raise TaskFormatError(f"hub task {spec.name}: unknown task type {spec.type!r}")
 
-    def split(name: str, hub_id: str = spec.hub_id) -> Any:
-        return hub_split(hub_id, spec.subset, name, cache_dir)
+    def fetch(hub_id: str, subset: str | None, split: str) -> Any:
+        return hub_split(hub_id, subset, split, cache_dir)
 
-    if spec.type in ("STS", "PairClassification"):
-        target = "score" if spec.type == "STS" else "label"
-        cols = _columns(split(spec.split), spec, ["sentence1", "sentence2", target])
-        data: Any = SentencePairs(cols["sentence1"], cols["sentence2"], cols[target])
-    elif spec.type == "Classification":
-        train = _columns(split(spec.train_split), spec, ["text", "label"])
-        test = _columns(split(spec.split), spec, ["text", "label"])
-        data = ClassificationData(train["text"], train["label"], test["text"], test["label"])
-    elif spec.type == "Clustering":
-        rows = split(spec.split)
-        data = ClusteringData([(list(r["sentences"]), list(r["labels"])) for r in rows])
-    elif spec.type == "Reranking":
-        cols = _columns(split(spec.split), spec, ["query", "positive", "negative"])
-        data = RerankingData(cols["query"], cols["positive"], cols["negative"])
-    else:
-        data = _retrieval(spec, cache_dir)
+    data = record.load_hub(spec, fetch)
     return Task(spec.name, spec.type, spec.main_score, data, f"hf://{spec.hub_id}", dict(spec.params), spec.language)
-
-
-def _retrieval(spec: HubTaskSpec, cache_dir: str | None) -> RetrievalData:
-    """Corpus, queries and judgements of a retrieval task in either hub layout."""
-    if spec.layout == "beir":
-        corpus = hub_split(spec.hub_id, "corpus", "corpus", cache_dir)
-        queries = hub_split(spec.hub_id, "queries", "queries", cache_dir)
-        judged, qid, pid, ident = hub_split(spec.hub_id, "default", spec.split, cache_dir), "query-id", "corpus-id", "_id"
-    else:
-        corpus = hub_split(spec.hub_id, spec.subset, "corpus", cache_dir)
-        queries = hub_split(spec.hub_id, spec.subset, "queries", cache_dir)
-        judged, qid, pid, ident = hub_split(spec.hub_id + "-qrels", None, spec.split, cache_dir), "qid", "pid", "id"
-    qrels: dict[str, dict[str, int]] = {}
-    for row in judged:
-        qrels.setdefault(str(row[qid]), {})[str(row[pid])] = int(row["score"])
-    titles = list(corpus["title"]) if "title" in corpus.column_names else []
-    return RetrievalData(
-        [str(i) for i in corpus[ident]], list(corpus["text"]), [str(i) for i in queries[ident]], list(queries["text"]), qrels, titles
-    )
 
 
 def load_hub_tasks(

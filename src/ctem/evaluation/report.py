@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ctem.evaluation.runner import TaskResult, averages
+from ctem.evaluation.task_type import task_types
 from ctem.evaluation.tasks import TASK_TYPES
 from ctem.files import check_file_name, confined_path, write_text_atomic
 
@@ -21,14 +22,8 @@ from ctem.files import check_file_name, confined_path, write_text_atomic
 # written (summary.csv, the one that says a set is complete, last).
 SUMMARY_FILES: tuple[str, ...] = ("summary.md", "tasks.csv", "summary.csv")
 
-TABLE2_LABELS: dict[str, str] = {
-    "Retrieval": "Retrieval",
-    "STS": "STS",
-    "PairClassification": "Pair CLF",
-    "Classification": "CLF",
-    "Reranking": "Re-rank",
-    "Clustering": "Cluster",
-}
+# Column header of each task type (a view of the task-type registry).
+TABLE2_LABELS: dict[str, str] = {t.name: t.table_label for t in task_types()}
 
 
 def task_record(result: TaskResult, model: str, ctem_version: str) -> dict[str, Any]:

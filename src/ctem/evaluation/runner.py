@@ -8,21 +8,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from ctem.encoding import EncodeFn
-from ctem.evaluation.evaluators import (
-    evaluate_classification,
-    evaluate_clustering,
-    evaluate_pair_classification,
-    evaluate_reranking,
-    evaluate_retrieval,
-    evaluate_sts,
-)
-from ctem.evaluation.evaluators.pair_classification import THRESHOLD_METRICS
 from ctem.evaluation.evaluators.retrieval import DEFAULT_K_VALUES
+from ctem.evaluation.task_type import find_task_type
 from ctem.evaluation.tasks import TASK_TYPES, Task, TaskFormatError
 from ctem.instructions import evaluation_instruction, resolve_instruction
 from ctem.settings import SettingError
@@ -92,51 +84,20 @@ class TaskResult:
 
 
 def evaluate_task(encode: EncodeFn, task: Task, settings: EvalSettings) -> dict[str, float]:
-    """All scores of one task."""
-    def knob(name: str) -> Any:
-        return task.params.get(name, getattr(settings, name))
-
-    instruction = settings.instruction_for(task)
-    if task.type == "Retrieval":
-        return evaluate_retrieval(encode, task.data, instruction, settings.k_values, settings.retrieval_chunk_size)
-    if task.type == "Reranking":
-        return evaluate_reranking(encode, task.data, instruction, settings.mrr_k)
-    if task.type == "STS":
-        return evaluate_sts(encode, task.data, instruction)
-    if task.type == "PairClassification":
-        return evaluate_pair_classification(encode, task.data, instruction)
-    if task.type == "Classification":
-        return evaluate_classification(
-            encode,
-            task.data,
-            n_experiments=knob("n_experiments"),
-            samples_per_label=knob("samples_per_label"),
-            max_iter=knob("max_iter"),
-            seed=knob("seed"),
-            instruction=instruction,
-        )
-    if task.type == "Clustering":
-        return evaluate_clustering(encode, task.data, knob("clustering_batch_size"), knob("seed"), instruction)
-    raise ValueError(f"task {task.name}: unknown type {task.type!r}")
+    """All scores of one task (its type's ``evaluate``)."""
+    record = find_task_type(task.type)
+    if record is None:
+        raise ValueError(f"task {task.name}: unknown type {task.type!r}")
+    return record.evaluate(encode, task, settings, settings.instruction_for(task))
 
 
 def score_names(task_type: str, settings: EvalSettings) -> frozenset[str]:
     """The scores :func:`evaluate_task` gives a task of ``task_type`` with ``settings``: the
     names a ``main_score`` may take."""
-    if task_type == "Retrieval":
-        return frozenset(f"{m}_at_{k}" for m in ("ndcg", "map", "recall", "precision", "mrr") for k in settings.k_values)
-    if task_type == "Reranking":
-        return frozenset({"map", f"mrr_at_{settings.mrr_k}"})
-    if task_type == "STS":
-        return frozenset(f"{s}_{c}" for s in ("cosine", "euclidean", "manhattan") for c in ("spearman", "pearson"))
-    if task_type == "PairClassification":
-        per_similarity = {f"{s}_{m}" for s in ("cosine", "dot", "euclidean", "manhattan") for m in THRESHOLD_METRICS}
-        return frozenset(per_similarity | {f"max_{m}" for m in THRESHOLD_METRICS} | {"ap"})
-    if task_type == "Classification":
-        return frozenset({"accuracy", "f1", "f1_weighted", "accuracy_std"})
-    if task_type == "Clustering":
-        return frozenset({"v_measure", "v_measure_std"})
-    raise TaskFormatError(f"unknown task type {task_type!r}; expected one of {TASK_TYPES}")
+    record = find_task_type(task_type)
+    if record is None:
+        raise TaskFormatError(f"unknown task type {task_type!r}; expected one of {TASK_TYPES}")
+    return record.score_names(settings)
 
 
 def check_main_scores(tasks: Sequence[Task], settings: EvalSettings) -> None:
@@ -145,10 +106,10 @@ def check_main_scores(tasks: Sequence[Task], settings: EvalSettings) -> None:
     for task in tasks:
         known = score_names(task.type, settings)
         if task.main_score not in known:
-            depends = {"Retrieval": f" with k_values={list(settings.k_values)}", "Reranking": f" with mrr_k={settings.mrr_k}"}
+            depends = find_task_type(task.type).score_settings(settings)
             raise TaskFormatError(
                 f"task {task.name} ({task.source}): main_score {task.main_score!r} is not a score of {task.type} tasks"
-                f"{depends.get(task.type, '')}; known: {sorted(known)}"
+                f"{depends}; known: {sorted(known)}"
             )
 
 
