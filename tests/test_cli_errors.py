@@ -75,3 +75,5 @@ def test_a_moved_override_suggests_an_override_hydra_takes() -> None:
     assert moved_override("ctem-train", "+data.num_workers=2").endswith("use data.loader.num_workers=2")
     assert moved_override("ctem-mine", "~nprobe").endswith("use ~mining.nprobe")
     assert moved_override("ctem-eval", "settings.k_values=[1,10]").endswith("use eval.k_values=[1,10]")
+    assert moved_override("ctem-train", "stage.loss.in_batch_negatives=false").endswith("use stage.in_batch_negatives=false")
+    assert moved_override("ctem-train", "stage.in_batch_negatives=false") is None

@@ -32,6 +32,8 @@ MOVED_OVERRIDES: dict[str, dict[str, str]] = {
         "callbacks.cmteb_eval.settings": "callbacks.cmteb_eval.eval",
         **{f"callbacks.hard_negative_refresh.{k}": f"callbacks.hard_negative_refresh.mining.{k}" for k in (*_MINING_KEYS, "show_progress")},
         **{f"data.{k}": f"data.loader.{k}" for k in ("num_workers", "pin_memory", "persistent_workers")},
+        # The batch layout's switch moved out of the criterion when any loss became pluggable.
+        "stage.loss.in_batch_negatives": "stage.in_batch_negatives",
     },
 }
 # The setting that allows a model's own code, per command (default: trust_remote_code).
