@@ -103,13 +103,14 @@ class ShardedDataModule(L.LightningDataModule):
         of ``rows[column]`` are not written in ``self.language``'s script (English rows trained
         with the default ``lang=zh``: the Chinese instruction on English queries, a card
         saying zh)."""
-        setting = "lang"
+        if not self.language:
+            return
         texts = rows.select(range(min(sample, len(rows))))[column]
-        if self.language and not written_in(self.language, texts):
+        if not written_in(self.language, texts):
             log.warning(
-                "the data is configured as language %r (%s=%s) but %d sampled texts are not written in its script: "
-                "set %s to the data's language (conf/lang/: zh, en); the model card will not name a language",
-                self.language, setting, self.language, len(texts), setting,
+                "the data is configured as language %r (lang=%s) but %d sampled texts are not written in its script: "
+                "set lang to the data's language (conf/lang/: zh, en); the model card will not name a language",
+                self.language, self.language, len(texts),
             )
             self.language = None
 

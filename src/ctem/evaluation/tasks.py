@@ -102,7 +102,8 @@ def read_task_info(folder: str | Path) -> LocalTaskInfo:
     if not path.is_file():
         raise TaskDataError(str(path), None, "file not found")
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        meta = json.loads(text)
     except json.JSONDecodeError as err:
         raise TaskDataError(RowLocation(str(path), err.lineno), None, f"invalid JSON ({err.msg})") from None
     except UnicodeDecodeError as err:
@@ -117,15 +118,16 @@ def read_task_info(folder: str | Path) -> LocalTaskInfo:
         raise TaskDataError(location, "type", f"unknown task type {meta['type']!r}; expected one of {TASK_TYPES}")
     main_score = meta.get("main_score", DEFAULT_MAIN_SCORES[meta["type"]])
     params = {k: v for k, v in meta.items() if k not in _META_KEYS}
-    return LocalTaskInfo(meta["name"], meta["type"], main_score, folder, params, _language(meta, path))
+    return LocalTaskInfo(meta["name"], meta["type"], main_score, folder, params, _language(meta, path, text))
 
 
-def _language(meta: dict[str, Any], path: Path) -> str | None:
-    """The ``language`` of ``task.json`` (checked: a code mteb's results can be tagged with)."""
+def _language(meta: dict[str, Any], path: Path, text: str) -> str | None:
+    """The ``language`` of ``task.json`` (``text``: the file as read; checked: a code mteb's
+    results can be tagged with)."""
     language = meta.get("language")
     if language is None:
         return None
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = text.splitlines()
     location = RowLocation(str(path), next((i for i, line in enumerate(lines, 1) if '"language"' in line), 1))
     if not isinstance(language, str):
         raise TaskDataError(location, "language", f"expected str, got {type(language).__name__}")
