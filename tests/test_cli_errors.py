@@ -19,7 +19,7 @@ def command(module: str, *args: str, cwd) -> subprocess.CompletedProcess:
     [
         ((), "ctem-eval: error: model_path is required: add model_path=... to the command"),
         (("model_path=some/model", "tasks_dir=null", "eval.tasks=[ATEC]"), "ctem-eval: error: hf://C-MTEB/ATEC (test): could not be loaded"),
-        (("model_path=some/model", "tasks_dir=null", "eval.tasks=[NoSuchTask]"), "ctem-eval: error: unknown C-MTEB tasks ['NoSuchTask']"),
+        (("model_path=some/model", "tasks_dir=null", "eval.tasks=[NoSuchTask]"), "ctem-eval: error: unknown hub tasks ['NoSuchTask']"),
     ],
     ids=["no_arguments", "unreachable_hub_task", "unknown_task"],
 )
