@@ -115,6 +115,13 @@ class ShardedDataModule(L.LightningDataModule):
             self.language = None
 
     @property
+    def trained_query_instruction(self) -> str | None:
+        """The instruction this data trains retrieval queries with, valid once the data is
+        set up (``""``: none; ``None``: the data does not say). ``ctem-train`` records it in
+        the encoder (``ctem.cli.train.record_trained_instruction``)."""
+        return None
+
+    @property
     def batch_size(self) -> int:
         """Rows per batch per device; set by the subclass, refused unless a whole number >= 1."""
         return self._batch_size

@@ -360,10 +360,11 @@ class PairDataModule(ShardedDataModule):
         self.bad_rows = BadRowReport()
 
     @property
-    def trained_query_instruction(self) -> str:
-        """The instruction queries are trained with (``""``: none); rows with their own
-        ``prompt`` differ. The bi-encoder records it in the exported model."""
-        return self.query_instruction or ""
+    def trained_query_instruction(self) -> str | None:
+        """``data.query_instruction``, the instruction queries without their own ``prompt``
+        train with (``None``: not set, so ``model.query_instruction`` or the model's recorded
+        one stays)."""
+        return self.query_instruction
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_dataset is not None:

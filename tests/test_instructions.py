@@ -97,3 +97,57 @@ def test_an_unknown_instruction_name_is_one_line(tmp_path) -> None:
         resolve_instruction("bge_fr")
     with pytest.raises(InstructionNameError):
         MiningConfig(query_instruction="bge_english")
+
+
+def test_pairs_data_keeps_the_models_instruction(compose_train, files, tmp_path) -> None:
+    """With pairs data that sets no instruction, ``model.query_instruction`` is what the
+    trained model records (the data says nothing, so nothing overrides it)."""
+    model, during_training = train(compose_train, files, "data=pairs", f"data.train_files=[{files['pairs']}]", "data.train_group_size=1",
+                                   "model.query_instruction=bge_en")
+    assert {r.task: r.instruction for r in during_training}["TinyRetrieval"] == NAMED_INSTRUCTIONS["bge_en"]
+    assert json.loads((model / "ctem_config.json").read_text("utf-8"))["query_instruction"] == NAMED_INSTRUCTIONS["bge_en"]
+
+
+def built(compose_train, files, *overrides: str) -> dict:
+    """Encoder and data module of a run that does not train, the data set up."""
+    cfg = compose_train("model=tiny", f"model.tokenizer={files['vocab']}", *overrides, "logger=none", "callbacks=none", "train=false")
+    objects = run(cfg)
+    objects["datamodule"].setup("fit")
+    return {**objects, "configured": cfg.model.get("query_instruction")}
+
+
+def test_the_data_decides_the_recorded_instruction_in_one_place(compose_train, files) -> None:
+    """``record_trained_instruction``: labeled retrieval data records its datasets'
+    instruction; pairs data its ``data.query_instruction``, the same as ``model.query_instruction``
+    or instead of the model's; without one, the model's stays."""
+    from ctem.cli.train import record_trained_instruction
+
+    labeled = built(compose_train, files, "stage=multitask", "data=labeled", f"data.datasets={files['labeled']}")
+    record_trained_instruction(labeled["encoder"], labeled["datamodule"], labeled["configured"])
+    assert labeled["encoder"].query_instruction == BGE_ZH
+    pairs = built(compose_train, files, "data=pairs", f"data.train_files=[{files['pairs']}]", "data.train_group_size=1", "data.query_instruction=none",
+                  "model.query_instruction=none")
+    record_trained_instruction(pairs["encoder"], pairs["datamodule"], pairs["configured"])
+    assert pairs["encoder"].query_instruction == ""
+    unsaid = built(compose_train, files, "data=pairs", f"data.train_files=[{files['pairs']}]", "data.train_group_size=1", "model.query_instruction=bge_en")
+    assert unsaid["datamodule"].trained_query_instruction is None
+    record_trained_instruction(unsaid["encoder"], unsaid["datamodule"], unsaid["configured"])
+    assert unsaid["encoder"].query_instruction == NAMED_INSTRUCTIONS["bge_en"]
+
+
+def test_two_different_instructions_are_one_line(compose_train, files) -> None:
+    """``model.query_instruction`` and the data's instruction both set and different: a
+    ``SettingError`` in one line naming the model setting, not a silent override."""
+    from ctem.cli.train import record_trained_instruction
+    from ctem.settings import SettingError
+
+    labeled = built(compose_train, files, "stage=multitask", "data=labeled", f"data.datasets={files['labeled']}",
+                    "model.query_instruction=bge_en")
+    with pytest.raises(SettingError) as caught:
+        record_trained_instruction(labeled["encoder"], labeled["datamodule"], labeled["configured"])
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("model.query_instruction=bge_en: the data trains retrieval queries with")
+    pairs = built(compose_train, files, "data=pairs", f"data.train_files=[{files['pairs']}]", "data.train_group_size=1", "data.query_instruction=bge_zh",
+                  "model.query_instruction=bge_en")
+    with pytest.raises(SettingError, match="model.query_instruction=bge_en"):
+        record_trained_instruction(pairs["encoder"], pairs["datamodule"], pairs["configured"])

@@ -19,6 +19,7 @@ from ctem.checkpoint_io import check_resumable
 from ctem.cli import in_main_thread, input_errors_as_messages, refuse_moved_overrides, signals_as_messages
 from ctem.config import config_dir, register_resolvers
 from ctem.files import atomic_writer, check_writable_folder
+from ctem.instructions import resolve_instruction
 from ctem.settings import SettingError
 from ctem.wandb_runs import end_wandb_runs
 
@@ -42,6 +43,7 @@ def run(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str
     check_output_folders(cfg)
     check_schedule_length(cfg)
     callbacks = instantiate_group(cfg.get("callbacks")) + list(extra_callbacks)
+    callbacks.append(RecordTrainedInstruction(cfg.model.get("query_instruction")))
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     L.seed_everything(cfg.seed, workers=True)
@@ -69,6 +71,37 @@ def run(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str
                 raise SystemExit(interrupted_message(trainer)) from None
             raise
     return {"encoder": encoder, "datamodule": datamodule, "module": module, "trainer": trainer}
+
+
+def record_trained_instruction(encoder: Any, datamodule: Any, configured: str | None) -> None:
+    """The one place the query instruction of the trained model is decided: the data's
+    (``datamodule.trained_query_instruction``, what its retrieval queries train with) when it
+    says one, else ``model.query_instruction`` (``configured``) or the instruction the loaded
+    model recorded, which the encoder already holds. ``configured`` and the data's both set
+    and different is a ``SettingError``."""
+    trained = datamodule.trained_query_instruction
+    if trained is None:
+        return
+    if configured is not None and resolve_instruction(configured) != trained:
+        raise SettingError(
+            "model.query_instruction", configured,
+            f"the data trains retrieval queries with {trained!r} (data.query_instruction / data.instructions_by_type); "
+            "set the instruction in one place, or make both the same",
+        )
+    encoder.query_instruction = trained
+
+
+class RecordTrainedInstruction(L.Callback):
+    """Calls :func:`record_trained_instruction` when fitting starts, once the data is set up
+    (Lightning sets up the data module before the callbacks), so evaluation during training
+    and the exported model use the instruction the queries trained with."""
+
+    def __init__(self, configured: str | None) -> None:
+        self.configured = configured
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit" and trainer.datamodule is not None:
+            record_trained_instruction(pl_module.encoder, trainer.datamodule, self.configured)
 
 
 def check_output_folders(cfg: DictConfig) -> None:

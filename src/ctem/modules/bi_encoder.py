@@ -210,20 +210,15 @@ class BiEncoderModule(L.LightningModule):
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
-        """Refuse the gradient cache under FSDP, and record in the encoder the instruction
-        its retrieval queries train with (the datamodule's ``trained_query_instruction``),
-        so evaluation during training and the exported model use the same one; and the
-        Matryoshka dims the criterion trains, which the exported folder records."""
+        """Refuse the gradient cache under FSDP, and record in the encoder the Matryoshka
+        dims the criterion trains, which the exported folder records (the query instruction
+        is recorded by ``ctem-train``: ``ctem.cli.train.record_trained_instruction``)."""
         strategy = self.trainer.strategy if self._trainer is not None else None
         if self.grad_cache.enabled and isinstance(strategy, FSDPStrategy):
             raise ValueError(
                 "the gradient cache (grad_cache.enabled) does not work with FSDP: it re-runs the encoder inside "
                 "backward, outside FSDP's forward/backward pairing; use DDP, or FSDP with gradient checkpointing"
             )
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
-        trained = getattr(datamodule, "trained_query_instruction", None)
-        if stage == "fit" and trained is not None:
-            self.encoder.query_instruction = trained
         dims = self.criterion.facts().matryoshka_dims
         if stage == "fit" and dims is not None:
             self.encoder.matryoshka_dims = list(dims)
