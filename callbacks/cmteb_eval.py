@@ -4,7 +4,9 @@ Every ``every_n_steps`` optimizer steps and/or at the end of every training epoc
 callback borrows ``pl_module.encoder`` (a ``ctem.TextEncoder``), evaluates it on the
 configured local tasks and logs ``cmteb/<task>/<metric>``, ``cmteb/<type>`` (per-type mean
 of main scores) and ``cmteb/average`` to every logger (and to ``trainer.callback_metrics``
-so ``ModelCheckpoint(monitor="cmteb/average")`` works too). Under DDP every rank encodes
+so ``ModelCheckpoint(monitor="cmteb/average")`` works too). With ``eval.truncate_dim`` set
+it evaluates that prefix of each embedding, as ``ctem-eval`` does (a Matryoshka model's
+smaller sizes: the same setting, read from the same config node). Under DDP every rank encodes
 its share of the texts and the embeddings are gathered; all ranks compute the same scores.
 With a ``WandbLogger`` attached, each evaluation's results also go to the W&B table
 ``cmteb/results`` (task, type, main_metric, main_score).
@@ -20,6 +22,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from ctem.encoding import EncodeFn
 from ctem.evaluation import (
     CMTEBEvaluator,
     EncoderAdapter,
@@ -29,6 +32,8 @@ from ctem.evaluation import (
     check_main_scores,
     load_local_tasks,
 )
+from ctem.evaluation.runner import truncated
+from ctem.settings import SettingError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +51,9 @@ class CMTEBEvalCallback(Callback):
             all), query instructions, encoding batch and token limit, evaluator settings.
             ``query_instruction=None`` evaluates with the instruction the model is being
             trained with (``pl_module.encoder.query_instruction``), as ``ctem-eval`` does
-            with a saved model. ``None``: the defaults (every task of ``tasks_dir``).
+            with a saved model; ``truncate_dim`` evaluates the first N values of each
+            embedding (re-normalised for a normalising model). ``None``: the defaults
+            (every task of ``tasks_dir``, whole embeddings).
         every_n_steps: evaluate every N optimizer steps (``None``: never by steps).
         on_epoch_end: evaluate at the end of every training epoch.
         on_train_start: evaluate once before the first training step (a baseline).
@@ -96,6 +103,12 @@ class CMTEBEvalCallback(Callback):
         return self._last_step if self.last_results else None
 
     # ------------------------------------------------------------------ hooks
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Before any step: a ``truncate_dim`` the encoder's embedding is too small for is refused."""
+        dim, size = self.config.truncate_dim, pl_module.encoder.dim
+        if dim is not None and dim > size:
+            raise SettingError("callbacks.cmteb_eval.eval.truncate_dim", dim, f"exceeds the model's embedding size {size}")
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.eval_on_train_start:
             self.evaluate(trainer, pl_module)
@@ -117,9 +130,9 @@ class CMTEBEvalCallback(Callback):
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         """Evaluate now (on every rank); log and return the metrics."""
         self._last_step = trainer.global_step
-        adapter = self._encoder_adapter(trainer, pl_module)
+        encode = self._encode_fn(trainer, pl_module)
         settings = self.config.for_model(pl_module.encoder.query_instruction)
-        results = CMTEBEvaluator(self.tasks, settings).run(adapter)
+        results = CMTEBEvaluator(self.tasks, settings).run(encode)
         self.last_results = results
         metrics = self._metrics(results)
         for name, value in metrics.items():
@@ -136,6 +149,12 @@ class CMTEBEvalCallback(Callback):
         if self.first_average is None:
             self.first_average = metrics["cmteb/average"]
         return metrics
+
+    def _encode_fn(self, trainer: L.Trainer, pl_module: L.LightningModule) -> EncodeFn:
+        """The encoder's adapter, cut to ``eval.truncate_dim`` values when that is set."""
+        adapter = self._encoder_adapter(trainer, pl_module)
+        dim = self.config.truncate_dim
+        return adapter if dim is None else truncated(adapter, dim, pl_module.encoder.normalize)
 
     def _encoder_adapter(self, trainer: L.Trainer, pl_module: L.LightningModule) -> EncoderAdapter:
         encoder = pl_module.encoder

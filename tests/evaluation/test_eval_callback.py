@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import sys
@@ -17,7 +18,9 @@ from eval_helpers import make_tiny_encoder, make_tiny_tasks  # noqa: E402
 
 from ctem.callbacks import CMTEBEvalCallback  # noqa: E402
 from ctem import TextEncoder  # noqa: E402
-from ctem.evaluation import CMTEBEvaluator, EncoderAdapter, averages, load_local_tasks  # noqa: E402
+from ctem.evaluation import CMTEBEvaluator, EncoderAdapter, EvalConfig, averages, load_local_tasks  # noqa: E402
+from ctem.evaluation.runner import truncated  # noqa: E402
+from ctem.settings import SettingError  # noqa: E402
 
 
 TEXTS = ["今天天气很好", "我喜欢吃苹果", "银行贷款利率", "足球比赛很精彩", "手机电脑", "电影音乐"] * 4
@@ -103,3 +106,26 @@ def test_ddp_two_ranks_each_encode_half(tmp_path: Path, make_trainer) -> None:
     assert ranks[0]["average"] == pytest.approx(ranks[1]["average"], abs=1e-6)
     assert ranks[0]["average"] == pytest.approx(averages(results)["average"], abs=1e-4)
     assert all(r["training"] for r in ranks)
+
+
+def test_truncate_dim_evaluates_the_embedding_prefix_as_ctem_eval_does(tmp_path: Path, make_trainer) -> None:
+    tasks_dir = make_tiny_tasks(tmp_path / "tasks")
+    encoder = make_tiny_encoder()
+    before = copy.deepcopy(encoder)  # the weights evaluated at train start
+    callback = CMTEBEvalCallback(tasks_dir=str(tasks_dir), eval=EvalConfig(truncate_dim=8), on_train_start=True, on_epoch_end=False)
+    make_trainer(max_steps=1, callbacks=[callback]).fit(TinyModule(encoder))
+    tasks = load_local_tasks(tasks_dir)
+    prefix = averages(CMTEBEvaluator(tasks).run(truncated(EncoderAdapter(before), 8, before.normalize)))["average"]
+    whole = averages(CMTEBEvaluator(tasks).run(EncoderAdapter(before)))["average"]
+    assert callback.first_average == pytest.approx(prefix, abs=1e-6)
+    assert abs(prefix - whole) > 1e-3, "the prefix scores differently from the whole embedding"
+
+
+def test_a_truncate_dim_above_the_embedding_size_is_refused_before_the_first_step(tmp_path: Path, make_trainer) -> None:
+    encoder = make_tiny_encoder()
+    too_big = encoder.dim + 1
+    callback = CMTEBEvalCallback(tasks_dir=str(make_tiny_tasks(tmp_path / "tasks")), eval=EvalConfig(truncate_dim=too_big))
+    trainer = make_trainer(max_steps=1, callbacks=[callback])
+    with pytest.raises(SettingError, match=rf"^callbacks.cmteb_eval.eval.truncate_dim={too_big}: exceeds the model's embedding size {encoder.dim}$"):
+        trainer.fit(TinyModule(encoder))
+    assert trainer.global_step == 0 and callback.last_results == []

@@ -30,7 +30,7 @@ class EvalConfig(EvalSettings):
             for queries, ``passage_max_length`` for the rest).
         truncate_dim: evaluate the first ``truncate_dim`` values of each embedding
             (re-normalised for a normalising model; a Matryoshka model's prefixes);
-            ``None``: the whole embedding. ``ctem-eval`` only.
+            ``None``: the whole embedding.
     """
 
     tasks: tuple[str, ...] | None = None
