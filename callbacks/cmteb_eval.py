@@ -42,7 +42,8 @@ WANDB_TABLE_COLUMNS = ("task", "type", "main_metric", "main_score")
 
 
 class CMTEBEvalCallback(Callback):
-    """Periodic C-MTEB evaluation during training.
+    """Periodic C-MTEB evaluation during training; the model card and ``ctem-train``'s
+    summary read its results as a ``ctem.modules.contract.TrainingEvaluation``.
 
     Args:
         tasks_dir: folder of local task folders (``../shared/data`` layout).

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import datasets
 import datasets.distributed
-import lightning as L
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler
 
 from ctem.distributed import rank_and_world
 from ctem.languages import written_in
+from ctem.modules.contract import StageData
 from ctem.rows import DataSizeError, describe_source
 from ctem.settings import SettingError
 from ctem.data_modules.resume import Position, ResumableDataLoader, SkippableBatches, rng_states
@@ -73,9 +73,26 @@ class EpochSeededSampler(DistributedSampler):
         return ((int(i), self.epoch) for i in super().__iter__())
 
 
-class ShardedDataModule(L.LightningDataModule):
+def file_sources(train_files: str | Iterable[str] | None, hub_dataset: str | None) -> dict[str, Any]:
+    """The model card's ``sources`` (``ctem.modules.contract.DataFacts``) of data read from
+    ``train_files`` and / or ``hub_dataset``."""
+    sources: dict[str, Any] = {}
+    if train_files:
+        sources["files"] = file_list(train_files)
+    if hub_dataset:
+        sources["hub_dataset"] = hub_dataset
+    return sources
+
+
+def file_list(files: str | Iterable[str]) -> list[str]:
+    """``files`` (one path, or a list or OmegaConf list of them) as a list of strings."""
+    return [files] if isinstance(files, str) else [str(f) for f in files]
+
+
+class ShardedDataModule(StageData):
     """Base of ctem's DataModules: they shard the data per rank themselves (so trainer
-    configs set ``use_distributed_sampler: false``) and build their loader here.
+    configs set ``use_distributed_sampler: false``) and build their loader here; each
+    declares what ``ctem-train`` and the model card read (``StageData``).
 
     Subclasses call ``super().__init__(loader, language)`` (the ``LoaderConfig`` every
     module takes, kept as ``self.loader``, and the data's ISO 639-1 language code, ``conf/lang``'s
@@ -113,13 +130,6 @@ class ShardedDataModule(L.LightningDataModule):
                 self.language, self.language, len(texts),
             )
             self.language = None
-
-    @property
-    def trained_query_instruction(self) -> str | None:
-        """The instruction this data trains retrieval queries with, valid once the data is
-        set up (``""``: none; ``None``: the data does not say). ``ctem-train`` records it in
-        the encoder (``ctem.cli.train.record_trained_instruction``)."""
-        return None
 
     @property
     def batch_size(self) -> int:

@@ -52,7 +52,8 @@ from ctem.rows import (
     require_text,
     table_row,
 )
-from ctem.data_modules.base import LoaderConfig, ShardedDataModule
+from ctem.data_modules.base import LoaderConfig, ShardedDataModule, file_sources
+from ctem.modules.contract import DataFacts
 from ctem.data_modules.pairs import SKIP_NOTE, drop_bad_rows
 
 log = logging.getLogger(__name__)
@@ -459,6 +460,13 @@ class PretrainCorpusDataModule(ShardedDataModule):
         self.cache_dir = cache_dir
         self.train_dataset: CorpusDataset | StreamingCorpusDataset | None = None
         self.bad_rows = BadRowReport()
+
+    def card_facts(self) -> DataFacts:
+        """The files or hub dataset, batch size, seed, language, mask ratios and sequence length."""
+        ratios = f"{self.collator.encoder_mask_ratio:g} / {self.collator.decoder_mask_ratio:g}"
+        settings = {"encoder / decoder mask ratio": ratios, "max sequence length": self.max_seq_length}
+        sources = file_sources(self.train_files, self.hub_dataset)
+        return DataFacts(sources, self.batch_size, self.seed, self.language, settings=settings)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_dataset is not None:

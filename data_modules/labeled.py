@@ -37,7 +37,8 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
 from ctem.instructions import BGE_ZH, resolve_instruction
-from ctem.data_modules.base import LoaderConfig, ShardedDataModule
+from ctem.data_modules.base import LoaderConfig, ShardedDataModule, file_list
+from ctem.modules.contract import DataFacts
 from ctem.rows import (
     BadRowReport,
     DataFormatError,
@@ -454,6 +455,21 @@ class LabeledDataModule(ShardedDataModule):
         if len(rows) > 1:
             log.warning("retrieval datasets train with %d different instructions %s; the model records the most used one", len(rows), dict(rows))
         return rows.most_common(1)[0][0]
+
+    def card_facts(self) -> DataFacts:
+        """Each dataset's files, type and rows (rows and types read from the rows once set
+        up), batch size, passages per query, seed, language and sampling."""
+        loaded = {part.name: part for part in self.train_dataset.parts} if self.train_dataset is not None else {}
+        datasets = {
+            name: {
+                "files": file_list(spec.files),
+                "type": (loaded[name].type if name in loaded else None) or spec.type,
+                "rows": len(loaded[name]) if name in loaded else None,
+            }
+            for name, spec in self.specs.items()
+        }
+        sampling = {"dataset sampling": self.sampling}
+        return DataFacts({"datasets": datasets}, self.batch_size, self.seed, self.language, self.train_group_size, sampling)
 
     @property
     def parts(self) -> list[LabeledPart]:

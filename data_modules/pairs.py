@@ -31,7 +31,8 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from transformers import PreTrainedTokenizerBase
 
 from ctem.instructions import resolve_instruction, with_instruction
-from ctem.data_modules.base import LoaderConfig, ShardedDataModule
+from ctem.data_modules.base import LoaderConfig, ShardedDataModule, file_sources
+from ctem.modules.contract import DataFacts
 from ctem.rows import (
     BadRowReport,
     DataFormatError,
@@ -365,6 +366,11 @@ class PairDataModule(ShardedDataModule):
         train with (``None``: not set, so ``model.query_instruction`` or the model's recorded
         one stays)."""
         return self.query_instruction
+
+    def card_facts(self) -> DataFacts:
+        """The files or hub dataset, batch size, passages per query, seed and language."""
+        sources = file_sources(self.train_files, self.hub_dataset)
+        return DataFacts(sources, self.batch_size, self.seed, self.language, self.train_group_size)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_dataset is not None:

@@ -10,6 +10,7 @@ training run are gathered at export time by ``ctem.modules.export.model_card_fac
 Facts (all optional except ``stage``; unknown ones are ignored)::
 
     stage                "contrastive" | "multitask" | "retromae" (or another name)
+    stage_description    what the stage trains (its module's ``stage_description``)
     name                 title of the card
     base_model           hub id the training started from (front matter ``base_model``)
     started_from         hub id or local folder the training started from (None: from scratch)
@@ -39,12 +40,6 @@ from ctem.files import atomic_writer
 MODEL_CARD_NAME = "README.md"
 TAGS = ["sentence-transformers", "feature-extraction", "sentence-similarity", "ctem"]
 
-STAGE_DESCRIPTIONS = {
-    "contrastive": "general contrastive learning (C-Pack stage 2): InfoNCE over in-batch negatives",
-    "multitask": "instruction multi-task fine-tuning (C-Pack stage 3): InfoNCE with task instructions "
-    "on queries, hard negatives and one-task batches",
-    "retromae": "RetroMAE pre-training (C-Pack stage 1): masked auto-encoding with enhanced decoding",
-}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -115,7 +110,7 @@ def front_matter(facts: Mapping[str, Any]) -> dict[str, Any]:
 
 def _training_section(facts: Mapping[str, Any]) -> list[str]:
     stage = str(facts.get("stage") or "unknown")
-    lines = ["## Training", "", f"- **Stage**: `{stage}`: {STAGE_DESCRIPTIONS.get(stage, 'a ctem training stage')}."]
+    lines = ["## Training", "", f"- **Stage**: `{stage}`: {facts.get('stage_description') or 'a ctem training stage'}."]
     started, arch = facts.get("started_from"), dict(facts.get("architecture") or {})
     arch_text = ", ".join(f"{k} {_value(v)}" for k, v in arch.items() if k != "model_type" and v is not None)
     if started:

@@ -92,7 +92,7 @@ def test_ctem_curate_stopped_says_nothing_was_written(tmp_path) -> None:
 def test_a_signal_during_the_final_export_saves_a_checkpoint_to_export_from(tmp_path) -> None:
     run = tmp_path / "run"
     args = tiny_run(write_vocab(tmp_path), write_pairs(tmp_path / "pairs.jsonl", 8), run, "trainer.max_steps=2")
-    returncode, lines = stop_while(tmp_path, "ctem.cli.train", "ctem.modules.bi_encoder.export_encoder", args)
+    returncode, lines = stop_while(tmp_path, "ctem.cli.train", "ctem.modules.stage.export_encoder", args)
     match = re.fullmatch(r"ctem-train: stopped by SIGTERM during the final export \(training had finished at step 2; "
                          r"no final model written\); resumable checkpoint (\S+): export with ckpt_path=(\S+)", lines[-1])
     assert returncode == 1 and match and match[1] == match[2] and Path(match[1]).is_file(), lines[-5:]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
 from lightning.pytorch.strategies import FSDPStrategy
 from torch.nn.parallel import DistributedDataParallel
@@ -13,13 +12,12 @@ from ctem.distributed import all_gather_values, all_gather_with_grad, ddp_syncs_
 from ctem.encoder import TextEncoder
 from ctem.grad_cache import GradCacheConfig, blockwise_loss, embed_chunks, loss_with_replay
 from ctem.losses import BatchLayout, Criterion, MatryoshkaConfig, text_keys, top1_accuracy
-from ctem.modules.export import export_encoder
-from ctem.modules.throughput import Throughput
-from ctem.optim import OptimizerConfig, build_optimizer_and_scheduler
+from ctem.modules.stage import EncoderStage
+from ctem.optim import OptimizerConfig
 from ctem.packing import PaddingFreeConfig, encode_padding_free, packs
 
 
-class BiEncoderModule(L.LightningModule):
+class BiEncoderModule(EncoderStage):
     """Trains ``encoder`` with a criterion on batches of the ``PairDataModule`` layout.
 
     The step builds each batch's ``ctem.losses.BatchLayout`` (groups, in-batch and
@@ -56,7 +54,7 @@ class BiEncoderModule(L.LightningModule):
 
     Logs ``train/loss``, ``train/accuracy`` (in-batch top-1: the positive scores highest),
     ``train/lr``, ``train/samples_per_s`` and ``train/tokens_per_s`` (global, all ranks).
-    At the end of ``fit`` rank 0 writes ``final_model_dir`` with ``save_pretrained``.
+    At the end of ``fit`` rank 0 writes ``final_model_dir`` (``EncoderStage``).
 
     Args:
         encoder: the ``TextEncoder`` to train.
@@ -76,6 +74,9 @@ class BiEncoderModule(L.LightningModule):
         matryoshka: Matryoshka settings (``MatryoshkaConfig`` fields: ``dims``, ``weights``).
     """
 
+    stage_name = "contrastive"
+    stage_description = "general contrastive learning (C-Pack stage 2): InfoNCE over in-batch negatives"
+
     def __init__(
         self,
         encoder: TextEncoder,
@@ -91,25 +92,21 @@ class BiEncoderModule(L.LightningModule):
         guide_model: TextEncoder | str | None = None,
         guide_margin: float = 0.0,
     ) -> None:
-        super().__init__()
-        self.encoder = encoder
+        super().__init__(encoder, optimizer, final_model_dir)
         self.guide = TextEncoder.from_pretrained(guide_model) if isinstance(guide_model, str) else guide_model
         if self.guide is not None:
             self.guide.requires_grad_(False).eval()
         self.guide_margin = guide_margin
         self.matryoshka = matryoshka if isinstance(matryoshka, MatryoshkaConfig) else MatryoshkaConfig(**(matryoshka or {}))
         self.criterion = self.matryoshka.wrap(loss, normalize=encoder.normalize)
-        self.optimizer_config = OptimizerConfig.from_any(optimizer)
         self.negatives_cross_device = negatives_cross_device
         self.in_batch_negatives = in_batch_negatives
         self.mask_false_negatives = mask_false_negatives
         self.grad_cache = grad_cache if isinstance(grad_cache, GradCacheConfig) else GradCacheConfig(**(grad_cache or {}))
-        self.final_model_dir = final_model_dir
         self.padding_free = (
             padding_free if isinstance(padding_free, PaddingFreeConfig) else PaddingFreeConfig(**(padding_free or {}))
         )
         self.save_hyperparameters(ignore=["encoder", "loss", "guide_model"])
-        self.throughput = Throughput()
 
     # ------------------------------------------------------------------ loss
     def batch_layout(self, batch: dict[str, Any], num_queries: int) -> tuple[BatchLayout, bool]:
@@ -233,13 +230,20 @@ class BiEncoderModule(L.LightningModule):
                 "reaches the parameters only through the chunks it replays in backward"
             )
 
-    # ------------------------------------------------------------------ optim
-    def configure_optimizers(self) -> Any:
-        return build_optimizer_and_scheduler(self, self.optimizer_config, self.trainer.estimated_stepping_batches)
-
-    # ------------------------------------------------------------------ export
-    def on_fit_end(self) -> None:
-        if self.final_model_dir:
-            path = export_encoder(self.trainer, self.encoder, "encoder.", self.final_model_dir)
-            if path is not None:
-                print(f"[ctem] final model written to {path}")
+    # ------------------------------------------------------------------ model card
+    def card_hyperparameters(self) -> dict[str, Any]:
+        """The optimizer's rows, then the criterion's (``ctem.losses.CriterionFacts``) and the
+        negatives' and gradient cache's settings."""
+        objective = self.criterion.facts()
+        dims = objective.matryoshka_dims
+        return {
+            **super().card_hyperparameters(),
+            "objective": objective.name,
+            "temperature": objective.temperature,
+            **objective.settings,
+            "matryoshka dims": None if dims is None else list(dims),
+            "in-batch negatives": self.in_batch_negatives,
+            "false-negative masking": self.mask_false_negatives,
+            "cross-device negatives": self.negatives_cross_device,
+            "gradient cache": f"chunks of {self.grad_cache.chunk_size}" if self.grad_cache.enabled else False,
+        }

@@ -11,13 +11,10 @@ import lightning as L
 import torch
 
 from ctem.encoder import TextEncoder
-from ctem.losses import CriterionFacts
 from ctem.model_card import is_hub_id, languages_hint, read_front_matter, write_model_card
+from ctem.modules.contract import DataFacts, StageData, TrainingEvaluation
 
 log = logging.getLogger(__name__)
-
-# LightningModule classes (or their bases) -> the stage name of conf/stage/.
-STAGE_NAMES = {"RetroMAEModule": "retromae", "MultiTaskModule": "multitask", "BiEncoderModule": "contrastive"}
 
 
 def submodule_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -72,119 +69,51 @@ def write_card(trainer: L.Trainer, encoder: TextEncoder, folder: str | Path, par
         return None
 
 
-def stage_name(module: Any) -> str:
-    """``contrastive`` / ``multitask`` / ``retromae`` for ctem's modules (and subclasses)."""
-    for cls in type(module).__mro__:
-        if cls.__name__ in STAGE_NAMES:
-            return STAGE_NAMES[cls.__name__]
-    return type(module).__name__
-
-
-def _plain(value: Any) -> Any:
-    """Lists / strings of an OmegaConf or dataclass field, as plain Python."""
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    try:
-        return [str(v) for v in value]
-    except TypeError:
-        return str(value)
-
-
-def criterion_facts(module: Any) -> CriterionFacts | None:
-    """What the contrastive stage's criterion declares, ``None`` for other stages."""
-    from ctem.modules.bi_encoder import BiEncoderModule  # here: bi_encoder imports this module
-
-    return module.criterion.facts() if isinstance(module, BiEncoderModule) else None
-
-
 def model_card_facts(trainer: L.Trainer, encoder: TextEncoder, parameters: int | None = None) -> dict[str, Any]:
     """The facts of :func:`ctem.model_card.render_model_card` for the model ``trainer`` just
-    trained: the stage and its hyper-parameters (the LightningModule), the data (the
-    datamodule's ``train_files`` / ``hub_dataset`` / ``specs``), the encoder's settings and
-    origin, and the latest results of an evaluation callback (its ``last_results``)."""
+    trained, read through the declared contract (:mod:`ctem.modules.contract`): the stage
+    and its hyper-parameters (the ``EncoderStage``), the data (a ``StageData``'s
+    ``card_facts``), the encoder's settings and origin, and the latest results of a
+    ``TrainingEvaluation`` callback."""
     from ctem import __version__
 
     module = trainer.lightning_module
-    datamodule = getattr(trainer, "datamodule", None)
+    datamodule = trainer.datamodule
+    data = datamodule.card_facts() if isinstance(datamodule, StageData) else DataFacts()
     config = encoder.backbone.config
-    stage = stage_name(module)
-    source = getattr(config, "_name_or_path", "") or None
+    source = config.name_or_path or None
     previous = read_front_matter(source) if source and Path(source).is_dir() else {}
     base_model = source if is_hub_id(source) else previous.get("base_model")
+    # transformers configs name some of these differently (attribute_map) or lack them
     architecture = {
         key: getattr(config, key, None)
         for key in ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
     }
-
-    optimizer = getattr(module, "optimizer_config", None)
-    objective = criterion_facts(module)
-    grad_cache = getattr(module, "grad_cache", None)
-    collator = getattr(datamodule, "collator", None)
-    accumulate = getattr(trainer, "accumulate_grad_batches", 1)
+    accumulate = trainer.accumulate_grad_batches
     hyper: dict[str, Any] = {
-        "batch size per device": getattr(datamodule, "batch_size", None),
+        "batch size per device": data.batch_size,
         "devices": trainer.world_size,
-        "gradient accumulation": accumulate if accumulate and accumulate > 1 else None,
-        "passages per query (train_group_size)": getattr(datamodule, "train_group_size", None),
-        "learning rate": getattr(optimizer, "lr", None),
-        "schedule": None
-        if optimizer is None
-        else f"{optimizer.scheduler}, warm-up "
-        + (f"{optimizer.warmup_steps} steps" if optimizer.warmup_steps is not None else f"{optimizer.warmup_ratio:g} of the steps"),
-        "weight decay": getattr(optimizer, "weight_decay", None),
-        "steps": trainer.global_step,
-        "objective": None if objective is None else objective.name,
-        "temperature": None if objective is None else objective.temperature,
-        **({} if objective is None else objective.settings),
-        "matryoshka dims": None if objective is None or objective.matryoshka_dims is None else list(objective.matryoshka_dims),
-        "in-batch negatives": getattr(module, "in_batch_negatives", None),
-        "false-negative masking": getattr(module, "mask_false_negatives", None),
-        "cross-device negatives": getattr(module, "negatives_cross_device", None),
-        "gradient cache": None if grad_cache is None else (f"chunks of {grad_cache.chunk_size}" if grad_cache.enabled else False),
-        "dataset sampling": getattr(datamodule, "sampling", None),
-        "encoder / decoder mask ratio": None
-        if not hasattr(collator, "decoder_mask_ratio")
-        else f"{collator.encoder_mask_ratio:g} / {collator.decoder_mask_ratio:g}",
-        "max sequence length": getattr(datamodule, "max_seq_length", None) if stage == "retromae" else None,
+        "gradient accumulation": accumulate if accumulate > 1 else None,
+        "passages per query (train_group_size)": data.train_group_size,
+        **module.card_hyperparameters(),
+        **data.settings,
         "precision": str(trainer.precision),
-        "seed": getattr(datamodule, "seed", None),
+        "seed": data.seed,
     }
-
-    data: dict[str, Any] = {}
-    if getattr(datamodule, "train_files", None):
-        files = datamodule.train_files
-        data["files"] = [files] if isinstance(files, str) else _plain(files)
-    if getattr(datamodule, "hub_dataset", None):
-        data["hub_dataset"] = datamodule.hub_dataset
-    specs = getattr(datamodule, "specs", None)
-    if isinstance(specs, dict):
-        loaded = {part.name: part for part in getattr(getattr(datamodule, "train_dataset", None), "parts", [])}
-        data["datasets"] = {
-            name: {
-                "files": _plain(getattr(spec, "files", None)),
-                "type": getattr(loaded.get(name), "type", None) or getattr(spec, "type", None),
-                "rows": len(loaded[name]) if name in loaded else None,
-            }
-            for name, spec in specs.items()
-        }
-
-    results, results_step = [], None
-    for callback in trainer.callbacks:
-        found = getattr(callback, "last_results", None)
-        if found:
-            results = [{"task": r.task, "type": r.type, "main_metric": r.main_metric, "main_score": float(r.main_score)} for r in found]
-            results_step = getattr(callback, "last_step", None)
-            break
-
+    evaluation = next((c for c in trainer.callbacks if isinstance(c, TrainingEvaluation) and c.last_results), None)
+    results = [] if evaluation is None else [
+        {"task": r.task, "type": r.type, "main_metric": r.main_metric, "main_score": float(r.main_score)} for r in evaluation.last_results
+    ]
     instruction = encoder.query_instruction or ""
     return {
-        "stage": stage,
+        "stage": module.stage_name,
+        "stage_description": module.stage_description,
         "base_model": base_model,
         "started_from": source,
         "architecture": architecture,
         "parameters": parameters if parameters is not None else count_parameters(encoder.backbone.state_dict()),
-        "languages": languages_hint(instruction, base_model, previous.get("language"), getattr(datamodule, "language", None)),
-        "data": data,
+        "languages": languages_hint(instruction, base_model, previous.get("language"), data.language),
+        "data": data.sources,
         "hyperparameters": hyper,
         "pooling": encoder.pooling,
         "normalize": encoder.normalize,
@@ -193,6 +122,6 @@ def model_card_facts(trainer: L.Trainer, encoder: TextEncoder, parameters: int |
         "embedding_dim": encoder.dim,
         "query_instruction": instruction,
         "results": results,
-        "results_step": results_step,
+        "results_step": None if evaluation is None else evaluation.last_step,
         "ctem_version": __version__,
     }

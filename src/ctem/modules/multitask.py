@@ -6,12 +6,7 @@ from typing import Any
 
 import torch
 
-from ctem.encoder import TextEncoder
-from ctem.grad_cache import GradCacheConfig
-from ctem.losses import Criterion, MatryoshkaConfig
 from ctem.modules.bi_encoder import BiEncoderModule
-from ctem.optim import OptimizerConfig
-from ctem.packing import PaddingFreeConfig
 
 
 class MultiTaskModule(BiEncoderModule):
@@ -35,25 +30,13 @@ class MultiTaskModule(BiEncoderModule):
     negatives off for every dataset.
     """
 
-    def __init__(
-        self,
-        encoder: TextEncoder,
-        loss: Criterion,
-        optimizer: OptimizerConfig | dict[str, Any] | None = None,
-        negatives_cross_device: bool = False,
-        grad_cache: GradCacheConfig | dict[str, Any] | None = None,
-        final_model_dir: str | None = None,
-        padding_free: PaddingFreeConfig | dict[str, Any] | None = None,
-        in_batch_negatives: bool = True,
-        mask_false_negatives: bool = False,
-        matryoshka: MatryoshkaConfig | dict[str, Any] | None = None,
-        guide_model: TextEncoder | str | None = None,
-        guide_margin: float = 0.0,
-    ) -> None:
-        super().__init__(
-            encoder, loss, optimizer, negatives_cross_device, grad_cache, final_model_dir, padding_free,
-            in_batch_negatives, mask_false_negatives, matryoshka, guide_model, guide_margin,
-        )
+    stage_name = "multitask"
+    stage_description = (
+        "instruction multi-task fine-tuning (C-Pack stage 3): InfoNCE with task instructions on queries, hard negatives and one-task batches"
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         # task -> [loss sum, accuracy sum, batches] since the last write to the loggers
         self._task_sums: dict[str, list[float]] = {}
         self._batches_since_write = 0

@@ -24,14 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from torch import nn
 
 from ctem.encoder import TextEncoder
-from ctem.optim import OptimizerConfig, build_optimizer_and_scheduler
-from ctem.modules.export import export_encoder, submodule_state
-from ctem.modules.throughput import Throughput
+from ctem.modules.export import submodule_state
+from ctem.modules.stage import EncoderStage
+from ctem.optim import OptimizerConfig
 from ctem.retromae.checkpoint import DECODER_DIR_NAME, load_decoder, save_decoder
 from ctem.retromae.decoder import EnhancedDecoderLayer
 from ctem.retromae.fused_loss import fused_linear_cross_entropy
@@ -68,7 +67,7 @@ def _masked_lm_loss(
     return fused_linear_cross_entropy(rows, word_embeddings, head.bias, labels[targets], chunk_size=chunk_size)
 
 
-class RetroMAEModule(L.LightningModule):
+class RetroMAEModule(EncoderStage):
     """RetroMAE pre-training of ``encoder`` (a ``TextEncoder`` with a BERT-like backbone).
 
     Logs ``train/loss``, ``train/encoder_mlm_loss``, ``train/decoder_loss``,
@@ -94,6 +93,9 @@ class RetroMAEModule(L.LightningModule):
             for very large vocabularies on a small GPU). Losses do not depend on it.
     """
 
+    stage_name = "retromae"
+    stage_description = "RetroMAE pre-training (C-Pack stage 1): masked auto-encoding with enhanced decoding"
+
     def __init__(
         self,
         encoder: TextEncoder,
@@ -103,12 +105,11 @@ class RetroMAEModule(L.LightningModule):
         final_model_dir: str | None = None,
         loss_chunk_size: int | None = None,
     ) -> None:
-        super().__init__()
         if encoder.lora.enabled:
             raise SettingError(
                 "model.lora.enabled", True, "LoRA is for the contrastive and fine-tuning stages; RetroMAE pre-trains the whole encoder"
             )
-        self.encoder = encoder
+        super().__init__(encoder, optimizer, final_model_dir)
         config = encoder.backbone.config
         if not isinstance(getattr(encoder.backbone, "embeddings", None), nn.Module):
             raise ValueError(f"RetroMAE needs a BERT-like backbone with `embeddings`; {type(encoder.backbone).__name__} has none")
@@ -121,11 +122,8 @@ class RetroMAEModule(L.LightningModule):
             log.info("RetroMAE decoder and MLM head restored from %s", decoder_checkpoint)
         elif reuse_pretrained_mlm_head and source:
             load_pretrained_mlm_head(self.mlm_head, source, encoder.trust_remote_code)
-        self.optimizer_config = OptimizerConfig.from_any(optimizer)
-        self.final_model_dir = final_model_dir
         self.loss_chunk_size = loss_chunk_size
         self.save_hyperparameters(ignore=["encoder"])
-        self.throughput = Throughput()
 
     def _init_new_weights(self, std: float) -> None:
         """BERT initialisation of the decoder and head (normal(0, std) weights, zero biases)."""
@@ -190,11 +188,8 @@ class RetroMAEModule(L.LightningModule):
         self.throughput.log(self, size, int(batch["encoder"]["attention_mask"].sum()))
         return out.loss
 
-    # ------------------------------------------------------------------ optim / export
-    def configure_optimizers(self) -> Any:
-        return build_optimizer_and_scheduler(self, self.optimizer_config, self.trainer.estimated_stepping_batches)
-
-    def write_decoder(self, folder: Path, state: dict[str, torch.Tensor]) -> None:
+    # ------------------------------------------------------------------ export
+    def write_extra_files(self, folder: Path, state: dict[str, torch.Tensor]) -> None:
         """Write the decoder and MLM head of ``state`` (the module's full state dict) to
         ``folder/retromae_decoder/``."""
         decoder, head = submodule_state(state, "decoder."), submodule_state(state, "mlm_head.")
@@ -207,14 +202,8 @@ class RetroMAEModule(L.LightningModule):
         state = self.state_dict()
         backbone_state = submodule_state(state, "encoder.backbone.")
         return self.encoder.save_pretrained(
-            Path(final_model_dir), backbone_state=backbone_state, extra_files=lambda folder: self.write_decoder(folder, state)
+            Path(final_model_dir), backbone_state=backbone_state, extra_files=lambda folder: self.write_extra_files(folder, state)
         )
 
-    def on_fit_end(self) -> None:
-        """Write ``final_model_dir`` as the contrastive stages do (``export_encoder``: full
-        weights under FSDP too, model card), plus the decoder and MLM head."""
-        if not self.final_model_dir:
-            return
-        path = export_encoder(self.trainer, self.encoder, "encoder.", self.final_model_dir, extra_files=self.write_decoder)
-        if path is not None:
-            print(f"[ctem] pre-trained encoder written to {path} (decoder + MLM head in {path / DECODER_DIR_NAME})")
+    def export_note(self, path: Path) -> str:
+        return f"pre-trained encoder written to {path} (decoder + MLM head in {path / DECODER_DIR_NAME})"
