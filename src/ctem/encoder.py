@@ -8,8 +8,10 @@ folder that loads unchanged in ``transformers`` (``AutoModel``) and in
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
@@ -55,6 +57,84 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> to
         last = (attention_mask.long() * positions).argmax(dim=1)
         return hidden[torch.arange(hidden.size(0), device=hidden.device), last]
     raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLING_MODES}")
+
+
+@dataclass
+class EncoderSpec:
+    """Everything of a ``TextEncoder`` but its weights: the tokenizer and the settings, each
+    the given value, else the one the model folder saved, else the default. Loading one reads
+    the tokenizer files only (not the weights), so the settings are checked (and the data
+    built on the tokenizer) before a large model is downloaded or loaded."""
+
+    tokenizer: PreTrainedTokenizerBase
+    tokenizer_source: str
+    pooling: str
+    normalize: bool
+    query_max_length: int
+    passage_max_length: int
+    query_instruction: str | None
+    matryoshka_dims: list[int] | None
+
+    @classmethod
+    def load(
+        cls,
+        name_or_path: str | None = None,
+        tokenizer: str | None = None,
+        pooling: Pooling | None = None,
+        normalize: bool | None = None,
+        query_max_length: int | None = None,
+        passage_max_length: int | None = None,
+        query_instruction: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> "EncoderSpec":
+        """The spec of ``TextEncoder(name_or_path=..., tokenizer=..., ...)`` (same arguments,
+        same errors: a missing folder, code the folder ships, an unknown pooling, a length
+        the tokenizer cannot use)."""
+        if name_or_path:
+            check_local_or_hub(name_or_path, "model")  # a missing folder is named as the model, not its tokenizer
+        for source in dict.fromkeys(s for s in (name_or_path, tokenizer) if s):
+            _check_ctem_folder(source)
+            check_remote_code(source, trust_remote_code)
+        saved = _read_saved_settings(name_or_path) if name_or_path else {}
+        pooling = pooling or saved.get("pooling", "cls")
+        if pooling not in POOLING_MODES:
+            raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLING_MODES}")
+        tok_source = tokenizer or name_or_path
+        if tok_source is None:
+            raise ValueError("a model built from `config` needs a `tokenizer` (folder or vocab.txt)")
+        with refused_remote_code(tok_source):
+            loaded = load_tokenizer(tok_source, trust_remote_code)
+        spec = cls(
+            tokenizer=loaded,
+            tokenizer_source=tok_source,
+            pooling=pooling,
+            normalize=saved.get("normalize", True) if normalize is None else normalize,
+            # None: the saved limit (0 is a setting too, refused below: it never means the default)
+            query_max_length=saved.get("query_max_length", 64) if query_max_length is None else query_max_length,
+            passage_max_length=saved.get("passage_max_length", 256) if passage_max_length is None else passage_max_length,
+            query_instruction=resolve_instruction(query_instruction if query_instruction is not None else saved.get("query_instruction")),
+            matryoshka_dims=saved.get("matryoshka_dims"),
+        )
+        check_max_length(loaded, spec.query_max_length, "query_max_length")
+        check_max_length(loaded, spec.passage_max_length, "passage_max_length")
+        return spec
+
+    @classmethod
+    def of(cls, **settings: Any) -> "EncoderSpec":
+        """The spec of ``TextEncoder(**settings)`` (a ``model`` config node), its weights
+        unread: the settings about them (``config``, ``lora``, ``compile``, ...) are only
+        checked to be ``TextEncoder``'s."""
+        unknown = sorted(set(settings) - set(inspect.signature(TextEncoder.__init__).parameters) - {"self"})
+        if unknown:
+            raise TypeError(f"TextEncoder got unexpected settings {unknown}")
+        _check_one_source(settings.get("name_or_path"), settings.get("config"))
+        wanted = inspect.signature(cls.load).parameters
+        return cls.load(**{key: value for key, value in settings.items() if key in wanted})
+
+
+def _check_one_source(name_or_path: str | None, config: dict[str, Any] | None) -> None:
+    if (name_or_path is None) == (config is None):
+        raise ValueError("TextEncoder needs exactly one of `name_or_path` or `config`")
 
 
 class TextEncoder(nn.Module):
@@ -105,37 +185,23 @@ class TextEncoder(nn.Module):
         lora: LoraConfig | dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if (name_or_path is None) == (config is None):
-            raise ValueError("TextEncoder needs exactly one of `name_or_path` or `config`")
-        if name_or_path:
-            check_local_or_hub(name_or_path, "model")  # a missing folder is named as the model, not its tokenizer
-        for source in dict.fromkeys(s for s in (name_or_path, tokenizer) if s):
-            _check_ctem_folder(source)
-            check_remote_code(source, trust_remote_code)
-        self.trust_remote_code = trust_remote_code
-        saved = _read_saved_settings(name_or_path) if name_or_path else {}
-        self.pooling: str = pooling or saved.get("pooling", "cls")
-        if self.pooling not in POOLING_MODES:
-            raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {POOLING_MODES}")
-        self.normalize: bool = saved.get("normalize", True) if normalize is None else normalize
-        # None: the saved limit (0 is a setting too, refused below: it never means the default)
-        self.query_max_length: int = saved.get("query_max_length", 64) if query_max_length is None else query_max_length
-        self.passage_max_length: int = saved.get("passage_max_length", 256) if passage_max_length is None else passage_max_length
-        self.query_instruction: str | None = resolve_instruction(
-            query_instruction if query_instruction is not None else saved.get("query_instruction")
+        _check_one_source(name_or_path, config)
+        spec = EncoderSpec.load(
+            name_or_path, tokenizer, pooling, normalize, query_max_length, passage_max_length, query_instruction, trust_remote_code
         )
+        self.trust_remote_code = trust_remote_code
+        self.pooling: str = spec.pooling
+        self.normalize: bool = spec.normalize
+        self.query_max_length: int = spec.query_max_length
+        self.passage_max_length: int = spec.passage_max_length
+        self.query_instruction: str | None = spec.query_instruction
         # The embedding prefixes a Matryoshka stage trained (recorded on saving), or None.
-        self.matryoshka_dims: list[int] | None = saved.get("matryoshka_dims")
+        self.matryoshka_dims: list[int] | None = spec.matryoshka_dims
+        self.tokenizer: PreTrainedTokenizerBase = spec.tokenizer
+        tok_source = spec.tokenizer_source
         kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
         if attn_implementation:
             kwargs["attn_implementation"] = attn_implementation
-        tok_source = tokenizer or name_or_path
-        if tok_source is None:
-            raise ValueError("a model built from `config` needs a `tokenizer` (folder or vocab.txt)")
-        with refused_remote_code(tok_source):
-            self.tokenizer: PreTrainedTokenizerBase = load_tokenizer(tok_source, trust_remote_code)
-        check_max_length(self.tokenizer, self.query_max_length, "query_max_length")
-        check_max_length(self.tokenizer, self.passage_max_length, "passage_max_length")
         if name_or_path is not None:
             with refused_remote_code(name_or_path):
                 self.backbone = _load_backbone(name_or_path, kwargs)

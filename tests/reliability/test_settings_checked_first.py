@@ -6,6 +6,7 @@ would silently have meant something else (``model.query_max_length=0`` became th
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import pytest
 
@@ -26,10 +27,13 @@ CASES = {
 }
 
 
-def train_error(compose_train, tmp_path: Path, *overrides: str) -> str:
-    """The line ``ctem-train`` prints for a tiny run with ``overrides``; checks nothing was written."""
+def train_error(compose_train, tmp_path: Path, *overrides: str, model: Sequence[str] = ()) -> str:
+    """The line ``ctem-train`` prints for a tiny run with ``overrides`` (and the ``model``
+    overrides instead of the tiny model's); checks nothing was written."""
     vocab, data = write_vocab(tmp_path), write_pairs(tmp_path / "pairs.jsonl", 8)
     args = [a for a in tiny_run(vocab, data, tmp_path / "run", "trainer.max_steps=2") if not a.startswith("hydra.")]
+    if model:
+        args = [a for a in args if not a.startswith("model")] + list(model)
     cfg = compose_train(*args, *overrides)
     with pytest.raises(Exception) as raised:
         run(cfg)
@@ -42,6 +46,20 @@ def train_error(compose_train, tmp_path: Path, *overrides: str) -> str:
 @pytest.mark.parametrize("override", list(CASES))
 def test_a_bad_setting_is_one_line_naming_it(compose_train, tmp_path, override) -> None:
     assert train_error(compose_train, tmp_path, override).startswith(f"ctem-train: error: {CASES[override]}")
+
+
+@pytest.mark.parametrize("override", ["data.batch_size=0", "data.on_bad_row=ignore", "data.train_group_size=0", "stage.loss.temperature=0"])
+def test_with_a_pretrained_model_data_and_stage_settings_are_refused_before_its_weights_load(
+    compose_train, tmp_path, tiny_model, monkeypatch, override
+) -> None:
+    """model=hf: a hub model's weights can take minutes to download; a typo is found first."""
+
+    def weights_loaded(*args, **kwargs):
+        raise AssertionError("the model's weights were loaded before the settings were checked")
+
+    monkeypatch.setattr("ctem.encoder._load_backbone", weights_loaded)
+    message = train_error(compose_train, tmp_path, override, model=["model=hf", f"model.name_or_path={tiny_model}"])
+    assert message.startswith(f"ctem-train: error: {CASES[override]}")
 
 
 @pytest.mark.parametrize("setting", ["logger.wandb.save_dir", "logger.csv.save_dir", "data.cache_dir"])

@@ -18,8 +18,10 @@ from ctem.callbacks.interrupt import InterruptCheckpoint
 from ctem.checkpoint_io import check_resumable
 from ctem.cli import in_main_thread, input_errors_as_messages, refuse_moved_overrides, signals_as_messages
 from ctem.config import config_dir, register_resolvers
+from ctem.encoder import EncoderSpec
 from ctem.files import atomic_writer, check_writable_folder
 from ctem.instructions import resolve_instruction
+from ctem.modules.contract import StageData, TrainingEvaluation
 from ctem.settings import SettingError
 from ctem.wandb_runs import end_wandb_runs
 
@@ -46,6 +48,7 @@ def run(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str
     callbacks.append(RecordTrainedInstruction(cfg.model.get("query_instruction")))
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    check_before_weights(cfg)
     L.seed_everything(cfg.seed, workers=True)
     encoder = instantiate(cfg.model)
     datamodule = instantiate(
@@ -73,7 +76,7 @@ def run(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str
     return {"encoder": encoder, "datamodule": datamodule, "module": module, "trainer": trainer}
 
 
-def record_trained_instruction(encoder: Any, datamodule: Any, configured: str | None) -> None:
+def record_trained_instruction(encoder: TextEncoder, datamodule: StageData, configured: str | None) -> None:
     """The one place the query instruction of the trained model is decided: the data's
     (``datamodule.trained_query_instruction``, what its retrieval queries train with) when it
     says one, else ``model.query_instruction`` (``configured``) or the instruction the loaded
@@ -100,8 +103,18 @@ class RecordTrainedInstruction(L.Callback):
         self.configured = configured
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage == "fit" and trainer.datamodule is not None:
+        if stage == "fit" and isinstance(trainer.datamodule, StageData):
             record_trained_instruction(pl_module.encoder, trainer.datamodule, self.configured)
+
+
+def check_before_weights(cfg: DictConfig) -> None:
+    """Before the model's weights are downloaded or loaded (``model=hf``: minutes for a large
+    hub model): the model's settings (``EncoderSpec``, from the tokenizer files alone), the
+    data's (its module built once on that tokenizer, reading no rows) and the objects the
+    stage is built from (its loss)."""
+    spec: EncoderSpec = instantiate(cfg.model, _target_="ctem.encoder.EncoderSpec.of")
+    instantiate(cfg.data, tokenizer=spec.tokenizer, query_max_length=spec.query_max_length, passage_max_length=spec.passage_max_length)
+    instantiate(cfg.stage, _partial_=True)
 
 
 def check_output_folders(cfg: DictConfig) -> None:
@@ -182,11 +195,10 @@ def report(cfg: DictConfig, trainer: L.Trainer) -> None:
     if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.dirpath:
         lines.append(f"checkpoints:  {Path(trainer.checkpoint_callback.dirpath).resolve()}")
     for callback in trainer.callbacks:
-        first = getattr(callback, "first_average", None)
-        if first is not None and "cmteb/average" in trainer.callback_metrics:
+        if isinstance(callback, TrainingEvaluation) and callback.first_average is not None and "cmteb/average" in trainer.callback_metrics:
             last = float(trainer.callback_metrics["cmteb/average"])
             lines.append(
-                f"C-MTEB average on {len(callback.tasks)} dev task(s): {first:.4f} at the first evaluation -> "
+                f"C-MTEB average on {len(callback.tasks)} dev task(s): {callback.first_average:.4f} at the first evaluation -> "
                 f"{last:.4f} at the last (best {callback.best_average:.4f}, step {callback.best_step})"
             )
     print("\n[ctem] " + "\n[ctem] ".join(lines))
