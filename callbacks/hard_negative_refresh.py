@@ -14,6 +14,12 @@ Under DDP each rank encodes every ``world_size``-th text of the length order
 searches and samples for every ``world_size``-th row (per-row seeded, so the result does not
 depend on the number of ranks) and the negatives are all-gathered back into row order
 (``ctem.distributed.RankShards``), so every rank sets identical negatives.
+
+A stage whose loss trains towards teacher scores (``stage/loss=distill``: the rows'
+``pos_scores`` / ``neg_scores``) is refused before the first step: refreshed negatives have no
+teacher scores (the datamodule drops the old ``neg_scores``), so the first batch after a
+refresh could not be trained. Refresh such data offline instead (``ctem-mine``, then
+``ctem-score``, then train).
 """
 
 from __future__ import annotations
@@ -28,7 +34,11 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from ctem.distributed import RankShards
 from ctem.encoding import EncoderAdapter
+from ctem.errors import CtemInputError
+from ctem.losses import Criterion
 from ctem.mining import HardNegativeMiner, MiningConfig, candidate_pool, read_candidate_pool
+from ctem.modules.contract import RefreshableData
+from ctem.modules.stage import EncoderStage
 
 
 def _group_indices(rows: Sequence[dict[str, Any]]) -> dict[str, list[int]]:
@@ -52,6 +62,19 @@ def changed_fraction(old: Sequence[Sequence[str]], new: Sequence[Sequence[str]])
     return changed / total
 
 
+def check_no_teacher_scores(pl_module: L.LightningModule) -> None:
+    """Refuse a module whose criterion needs teacher scores (``CriterionFacts.needs_teacher_scores``):
+    the refreshed negatives would have none."""
+    criterion = getattr(pl_module, "criterion", None)
+    facts = criterion.facts() if isinstance(criterion, Criterion) else None
+    if facts is not None and facts.needs_teacher_scores:
+        raise CtemInputError(
+            f"callbacks.hard_negative_refresh: the loss ({facts.name}) trains towards the rows' teacher scores "
+            "(pos_scores / neg_scores), which refreshed negatives would not have: refresh offline instead "
+            "(ctem-mine, then ctem-score on its output, then train on that) or leave the callback out"
+        )
+
+
 class HardNegativeRefresh(Callback):
     """Re-mines the training negatives with the current model during ``fit``.
 
@@ -60,7 +83,7 @@ class HardNegativeRefresh(Callback):
     dataset or file, are mined in their own candidate pool, as ``ctem-mine`` mines each file)
     and ``set_negatives(list_of_lists)``
     (``PairDataModule``, ``LabeledDataModule``), and a LightningModule whose ``encoder`` is a
-    ``ctem.TextEncoder``.
+    ``ctem.TextEncoder`` and whose loss needs no teacher scores (:func:`check_no_teacher_scores`).
 
     Args:
         every_n_steps: refresh every N optimizer steps (``None``: not by steps).
@@ -110,13 +133,14 @@ class HardNegativeRefresh(Callback):
         if stage != "fit":
             return
         datamodule = trainer.datamodule
-        if not (hasattr(datamodule, "mining_rows") and hasattr(datamodule, "set_negatives")):
+        if not isinstance(datamodule, RefreshableData):
             raise TypeError(
                 f"HardNegativeRefresh needs a datamodule with mining_rows() and set_negatives(); "
                 f"got {type(datamodule).__name__}"
             )
-        if not hasattr(pl_module, "encoder") or not hasattr(pl_module.encoder, "encode"):
-            raise TypeError(f"HardNegativeRefresh needs pl_module.encoder (a ctem.TextEncoder); got {type(pl_module).__name__}")
+        if not isinstance(pl_module, EncoderStage):
+            raise TypeError(f"HardNegativeRefresh needs a ctem stage (EncoderStage) and its encoder; got {type(pl_module).__name__}")
+        check_no_teacher_scores(pl_module)
         if self.candidate_pool_files is not None and self._pool is None:
             self._pool, report = read_candidate_pool(self.candidate_pool_files)
             if report.count:

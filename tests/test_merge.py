@@ -112,3 +112,22 @@ def test_weights_chosen_from_examples(models, tmp_path) -> None:
     assert result.weights == pytest.approx(torch.softmax(-losses / 0.5, dim=0).tolist(), rel=1e-5)
     with pytest.raises(SettingError, match="not both"):
         merge_models([models["a"], models["b"]], tmp_path / "n", weights=[1, 1], examples=Examples(str(path)))
+
+
+def test_bad_examples_are_refused_before_any_model_loads(models, tmp_path, monkeypatch) -> None:
+    from ctem.merge import Examples
+    from ctem.rows import DataFormatError
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("a model was loaded before the examples were checked")
+
+    monkeypatch.setattr(TextEncoder, "from_pretrained", loaded)
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps({"query": "问", "pos": ["答"]}, ensure_ascii=False) + "\n", encoding="utf-8")
+    with pytest.raises(SettingError, match=r"^example_temperature=0: must be > 0$"):
+        merge_models([models["a"], models["b"]], tmp_path / "m", examples=Examples(str(good), temperature=0))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"query": "问"}\n', encoding="utf-8")
+    with pytest.raises(DataFormatError, match=f"^{bad}:1"):
+        merge_models([models["a"], models["b"]], tmp_path / "m", examples=Examples(str(bad)))
+    assert not (tmp_path / "m").exists()

@@ -19,6 +19,8 @@ import torch.multiprocessing as mp
 from ctem.callbacks import HardNegativeRefresh
 from ctem.callbacks.hard_negative_refresh import changed_fraction
 from ctem import InfoNCELoss, TextEncoder
+from ctem.errors import CtemInputError
+from ctem.losses import DistillationLoss
 from ctem.distributed import RankShards
 from ctem.evaluation import EncoderAdapter
 from ctem.mining import HardNegativeMiner, MiningConfig, candidate_pool
@@ -125,6 +127,27 @@ def test_refresh_rejects_a_datamodule_without_mining_hooks(tmp_path: Path, make_
     trainer = make_trainer(max_steps=1, callbacks=[HardNegativeRefresh()])
     with pytest.raises(TypeError, match="mining_rows"):
         trainer.fit(module, datamodule=Plain())
+
+
+@pytest.mark.parametrize("matryoshka", [None, {"dims": [16]}], ids=["distill", "matryoshka_distill"])
+def test_a_loss_that_needs_teacher_scores_is_refused_before_the_first_step(tmp_path: Path, make_trainer, matryoshka):
+    """Refreshed negatives have no teacher scores, so distillation could not train on them."""
+    encoder = _encoder(write_vocab(tmp_path))
+    rows = [{"query": f"问{i}", "pos": [f"答{i}"], "neg": [f"错{i}"], "pos_scores": [0.9], "neg_scores": [0.1]} for i in range(8)]
+    train = tmp_path / "scored.jsonl"
+    train.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    data = PairDataModule(encoder.tokenizer, train_files=str(train), batch_size=4, cache_dir=str(tmp_path / "hf"))
+    module = BiEncoderModule(encoder, DistillationLoss(), matryoshka=matryoshka)
+    trainer = make_trainer(max_steps=4, callbacks=[HardNegativeRefresh(every_n_steps=1, every_n_epochs=None)])
+    with pytest.raises(CtemInputError) as raised:
+        trainer.fit(module, datamodule=data)
+    name = module.criterion.facts().name
+    assert str(raised.value) == (
+        f"callbacks.hard_negative_refresh: the loss ({name}) trains towards the rows' teacher scores (pos_scores / neg_scores), "
+        "which refreshed negatives would not have: refresh offline instead (ctem-mine, then ctem-score on its output, "
+        "then train on that) or leave the callback out"
+    )
+    assert trainer.global_step == 0
 
 
 def test_the_config_gives_the_mining_settings_and_refuses_bad_ones():

@@ -100,6 +100,16 @@ class Examples:
     group_size: int = 8
     on_bad_row: OnBadRow = "error"
 
+    def read(self) -> list[dict]:
+        """The example rows (bad ones: one line naming file, line and field, or skipped
+        under ``on_bad_row=skip``), after checking ``temperature``: before any model loads."""
+        if not self.temperature > 0:
+            raise SettingError("example_temperature", self.temperature, "must be > 0")
+        rows, report = read_mining_rows(self.files, self.on_bad_row)
+        if not rows:
+            raise no_rows(describe_source(self.files), report)
+        return rows
+
 
 def example_loss(encoder: TextEncoder, rows: Sequence[dict], group_size: int) -> float:
     """``encoder``'s InfoNCE loss on ``rows`` (queries with their ``prompt`` or the
@@ -113,13 +123,8 @@ def example_loss(encoder: TextEncoder, rows: Sequence[dict], group_size: int) ->
     return float(InfoNCELoss(0.02)(q, p, BatchLayout(group)).loss)
 
 
-def example_weights(encoders: Sequence[TextEncoder], examples: Examples) -> list[float]:
-    """``softmax(-loss / temperature)`` over the models' losses on the examples."""
-    if not examples.temperature > 0:
-        raise SettingError("example_temperature", examples.temperature, "must be > 0")
-    rows, report = read_mining_rows(examples.files, examples.on_bad_row)
-    if not rows:
-        raise no_rows(describe_source(examples.files), report)
+def example_weights(encoders: Sequence[TextEncoder], examples: Examples, rows: Sequence[dict]) -> list[float]:
+    """``softmax(-loss / temperature)`` over the models' losses on the example ``rows``."""
     losses = torch.tensor([example_loss(encoder, rows, examples.group_size) for encoder in encoders])
     return torch.softmax(-losses / examples.temperature, dim=0).tolist()
 
@@ -142,10 +147,11 @@ def merge_models(
         raise SettingError("weights", list(weights), "give weights or examples, not both")
     shares = normalized_weights(weights, len(models))
     check_not_inputs([output], [m for m in models if Path(m).exists()])
+    rows = examples.read() if examples is not None else None
     encoders = [TextEncoder.from_pretrained(m, trust_remote_code=trust_remote_code) for m in models]
     check_mergeable(models, encoders)
-    if examples is not None:
-        shares = example_weights(encoders, examples)
+    if examples is not None and rows is not None:
+        shares = example_weights(encoders, examples, rows)
     states = [encoder.backbone.state_dict() for encoder in encoders]
     merged: dict[str, torch.Tensor] = {}
     for key, value in states[0].items():
