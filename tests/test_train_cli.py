@@ -106,16 +106,26 @@ def test_ddp_cpu_run_writes_one_folder(toy, tmp_path) -> None:
 
 
 def test_fsdp_and_multinode_configs_build(toy) -> None:
-    """FSDP needs GPUs in Lightning; here its strategy object is built from the config."""
+    """FSDP needs GPUs in Lightning (its FSDPStrategy refuses accelerator=cpu): without CUDA
+    ``trainer=fsdp`` is one line naming the way out; the config's arguments build Lightning's
+    strategy."""
+    import torch
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
     from ctem.config import config_dir, register_resolvers
+    from ctem.distributed import FSDP_NEEDS_CUDA
+    from ctem.errors import CtemInputError
 
     register_resolvers()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("train", overrides=["trainer=fsdp", "paths.output_dir=/tmp/x"])
-        strategy = instantiate(cfg.trainer.strategy)
+        if not torch.cuda.is_available():
+            with pytest.raises(Exception) as raised:  # Hydra wraps it; ctem-train prints the cause's line
+                instantiate(cfg.trainer.strategy)
+            assert isinstance(raised.value.__cause__ or raised.value, CtemInputError), raised.value
+            assert "\n" not in FSDP_NEEDS_CUDA and "trainer=ddp_cpu" in FSDP_NEEDS_CUDA
+        strategy = instantiate(cfg.trainer.strategy, _target_="lightning.pytorch.strategies.FSDPStrategy")
         assert type(strategy).__name__ == "FSDPStrategy"
         policy = cfg.trainer.strategy.auto_wrap_policy
         wrap = instantiate(policy)

@@ -1,6 +1,6 @@
 """Distributed helpers: rank / world size, an all-gather that carries gradients, work
 split over ranks and gathered back (:class:`RankShards`), whether DDP syncs this step's
-gradients, and the FSDP wrap policy."""
+gradients, and the FSDP strategy (refused without CUDA) and wrap policy."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+
+from ctem.errors import CtemInputError
 
 
 def is_distributed() -> bool:
@@ -158,3 +160,20 @@ class LayerClassWrapPolicy:
 
     def __call__(self, module: torch.nn.Module, recurse: bool, nonwrapped_numel: int) -> bool:
         return recurse or type(module).__name__ in self.names
+
+
+FSDP_NEEDS_CUDA = (
+    "trainer=fsdp needs CUDA GPUs and this machine has none: Lightning's FSDPStrategy requires a GPU "
+    "accelerator and refuses accelerator=cpu (docs/distributed.md); without GPUs use trainer=ddp_cpu"
+)
+
+
+def fsdp_strategy(**kwargs: Any) -> Any:
+    """Lightning's ``FSDPStrategy(**kwargs)`` (``conf/trainer/fsdp.yaml``), refused in one
+    line (``CtemInputError``) before the Trainer is built when torch sees no CUDA device:
+    Lightning would only say its GPU accelerator has no backend."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    if not torch.cuda.is_available():
+        raise CtemInputError(FSDP_NEEDS_CUDA)
+    return FSDPStrategy(**kwargs)
