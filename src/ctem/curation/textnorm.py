@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import unicodedata
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 from ctem.languages import words_without_spaces
 
@@ -30,17 +30,34 @@ def normalize_text(text: str, lowercase: bool = True, strip_punctuation: bool = 
     text = unicodedata.normalize("NFKC", text)
     if lowercase:
         text = text.casefold()
-    by_words = _by_words(text, units)
-    kept: list[str] = []
-    for ch in text:
-        if ch.isspace():
-            if by_words and kept and kept[-1] != " ":
-                kept.append(" ")
-            continue
-        if strip_punctuation and unicodedata.category(ch)[0] in "PS":
-            continue
-        kept.append(ch)
-    return "".join(kept).rstrip(" ")
+    if _by_words(text, units):
+        if strip_punctuation:
+            text = text.translate(_PUNCTUATION)
+        return " ".join(text.split())
+    return text.translate(_PUNCTUATION_AND_SPACE if strip_punctuation else _SPACE)
+
+
+class _DeletionTable(dict):
+    """A ``str.translate`` table that deletes the characters ``deleted(ch)`` names, filled
+    as characters are met (the whole of Unicode would be 1.1M lookups up front)."""
+
+    def __init__(self, deleted: Callable[[str], bool]) -> None:
+        super().__init__()
+        self.deleted = deleted
+
+    def __missing__(self, code: int) -> int | None:
+        value = None if self.deleted(chr(code)) else code
+        self[code] = value
+        return value
+
+
+def _is_punctuation(ch: str) -> bool:
+    return unicodedata.category(ch)[0] in "PS"
+
+
+_PUNCTUATION = _DeletionTable(_is_punctuation)
+_SPACE = _DeletionTable(str.isspace)
+_PUNCTUATION_AND_SPACE = _DeletionTable(lambda ch: ch.isspace() or _is_punctuation(ch))
 
 
 def _by_words(text: str, units: Units) -> bool:
