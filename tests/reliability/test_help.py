@@ -11,7 +11,8 @@ TRAINING_GROUPS = ("callbacks:", "trainer:", "stage:", "logger:", "experiment:")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("module", "own"), [("ctem.cli.eval", "model_path:"), ("ctem.cli.mine", "mining:"), ("ctem.cli.curate", "dedup:")])
+@pytest.mark.parametrize(("module", "own"), [("ctem.cli.eval", "model_path:"), ("ctem.cli.mine", "mining:"), ("ctem.cli.curate", "dedup:"),
+                                           ("ctem.cli.score", "teacher_kind:"), ("ctem.cli.merge", "example_temperature:")])
 def test_a_command_lists_its_own_settings_only(tmp_path, module, own) -> None:
     proc = run_command(module, "--help", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]

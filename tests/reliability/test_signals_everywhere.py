@@ -100,6 +100,24 @@ def test_a_signal_during_the_final_export_saves_a_checkpoint_to_export_from(tmp_
 
 
 @pytest.mark.slow
+def test_ctem_score_stopped_says_nothing_was_written(tmp_path, tiny_model) -> None:
+    out = tmp_path / "scored.jsonl"
+    args = [f"teacher={tiny_model}", f"input={write_pairs(tmp_path / 'train.jsonl', 6)}", f"output={out}"]
+    returncode, lines = stop_while(tmp_path, "ctem.cli.score", "ctem.cli.score.score_jsonl", args)
+    assert (returncode, lines[-1]) == (1, f"ctem-score: stopped by SIGTERM; {out} not written: run the command again")
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_ctem_merge_stopped_says_nothing_was_written(tmp_path, tiny_model) -> None:
+    out = tmp_path / "merged"
+    args = [f"models=[{tiny_model},{tiny_model}]", f"output={out}"]
+    returncode, lines = stop_while(tmp_path, "ctem.cli.merge", "ctem.cli.merge.merge_models", args)
+    assert (returncode, lines[-1]) == (1, f"ctem-merge: stopped by SIGTERM; {out} not written (nothing half-written is left): run the command again")
+    assert not out.exists()
+
+
+@pytest.mark.slow
 def test_ctem_build_vocab_stopped_says_nothing_was_written(tmp_path) -> None:
     out = tmp_path / "vocab"
     args = ["--out", str(out), str(write_pairs(tmp_path / "corpus.jsonl", 6)), "--field", "query"]
