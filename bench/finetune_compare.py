@@ -11,10 +11,10 @@ size (queries per step), passages per query, maximum lengths and learning rate:
 row        what runs
 =========  ====================================================================================
 base       the start model, unchanged
-ctem       ``ctem-mine`` per file (the instruction the file trains with: BGE's English one for
-           retrieval files, none else; ``mining.*`` defaults: ranks [2, 200), 15 negatives), then
-           ``train.py experiment=bge_en/finetune`` (instructions on retrieval queries, one task
-           per batch, in-batch negatives, temperature 0.02, its defaults otherwise)
+ctem       ``ctem-mine`` per file (queries as they train: without an instruction, like the start
+           model; ``mining.*`` defaults: ranks [2, 200), 15 negatives), then
+           ``train.py experiment=bge_en/finetune`` (the start model's query format, one task per
+           batch, in-batch negatives, temperature 0.02, its defaults otherwise)
 st         ``sentence_transformers.util.mine_hard_negatives`` with its documented example
            settings (ranks 10-50, max_score 0.8, relative_margin 0.05, random sampling, faiss),
            then ``SentenceTransformerTrainer`` + ``MultipleNegativesRankingLoss`` (scale 20) on a
@@ -123,12 +123,12 @@ def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 # =========================================================================== mining
 def mine_ctem(args: argparse.Namespace, files: list[Path], out: Path, work: Path) -> None:
-    """``ctem-mine`` per file, each with the instruction that file trains with."""
+    """``ctem-mine`` per file, queries without an instruction: ``experiment=bge_en/finetune``
+    keeps a start model's query format, and MiniLM was trained without one."""
     for path in files:
-        instruction = "bge_en" if file_type(path) in RETRIEVAL_TYPES else "none"
         run(
             [sys.executable, "-m", "ctem.cli.mine", f"model_path={args.model}", f"input={path}", f"output={out / path.name}",
-             f"mining.seed={args.seeds[0]}", f"mining.query_instruction={instruction}", "mining.show_progress=false",
+             f"mining.seed={args.seeds[0]}", "mining.query_instruction=none", "mining.show_progress=false",
              f"query_max_length={args.query_max_length}", f"passage_max_length={args.mine_passage_max_length}",
              f"cache_dir={work / 'cache'}", f"hydra.run.dir={work / 'logs' / 'mine-ctem' / path.stem}"],
             work / "logs" / f"mine-ctem-{path.stem}.log", args.threads,

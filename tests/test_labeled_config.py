@@ -10,7 +10,7 @@ from ctem.cli.train import run
 from ctem.config import config_dir
 from ctem.modules import MultiTaskModule
 from ctem.data_modules import LabeledDataModule
-from ctem.instructions import BGE_ZH
+from ctem.instructions import BGE_ZH, NAMED_INSTRUCTIONS
 from tests.helpers.labeled_data import write_mixture
 from tests.helpers.tiny import write_vocab
 
@@ -44,3 +44,21 @@ def test_dev_experiment_points_at_the_shared_labeled_sets() -> None:
     assert cfg.stage._target_ == "ctem.modules.MultiTaskModule"
     assert cfg.data._target_ == "ctem.data_modules.LabeledDataModule"
     assert cfg.data.datasets == "../shared/data/train/labeled" and cfg.data.train_group_size == 1
+
+
+def test_the_english_fine_tuning_preset_keeps_the_start_models_query_format(tmp_path: Path) -> None:
+    """experiment=bge_en/finetune: English data and dev suite, and no instruction on any query
+    (a pretrained start such as all-MiniLM-L6-v2 was trained without one); a BGE start
+    switches the retrieval types to bge_en with two overrides."""
+    vocab = write_vocab(tmp_path)
+    data = write_mixture(tmp_path / "data", {"qa": (8, "retrieval"), "nli": (8, "nli")})
+    common = ["experiment=bge_en/finetune", "model=tiny", "model.name_or_path=null", f"model.tokenizer={vocab}",
+              f"data.datasets={data}", "data.batch_size=2", "data.train_group_size=1", "train=false", "logger=none",
+              "callbacks=none", f"paths.output_dir={tmp_path}"]
+    cfg = _compose(*common)
+    assert cfg.lang.code == "en" and cfg.data.instructions_by_type.retrieval == "none"
+    built = run(cfg)
+    assert {p.name: p.instruction for p in built["datamodule"].parts} == {"qa": None, "nli": None}
+    assert built["datamodule"].trained_query_instruction == ""  # recorded: none
+    bge = run(_compose(*common, "data.instructions_by_type.retrieval=bge_en", "data.instructions_by_type.reranking=bge_en"))
+    assert bge["datamodule"].trained_query_instruction == NAMED_INSTRUCTIONS["bge_en"]
