@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from ctem import TextEncoder
 from ctem.api import train
 from tests.helpers.tiny import sentences, write_vocab
 
 
+@pytest.mark.slow
 def test_train_from_overrides_writes_a_run_folder(tmp_path) -> None:
     vocab = write_vocab(tmp_path)
     texts = sentences(24, seed=1, min_len=5)

@@ -43,6 +43,7 @@ def _odd_chunk(*counts: int) -> int:
     return next(c for c in range(3, 64) if all(n % c for n in counts))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("peer", ["full-logits", "gathered-logits"])
 @pytest.mark.parametrize("chunk", ["default", "odd", "one"])
 def test_ctem_losses_and_gradients_equal_the_unfused_formulations(module_and_batch, peer: str, chunk: str) -> None:

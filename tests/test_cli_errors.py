@@ -23,6 +23,7 @@ def command(module: str, *args: str, cwd) -> subprocess.CompletedProcess:
     ],
     ids=["no_arguments", "unreachable_hub_task", "unknown_task"],
 )
+@pytest.mark.slow
 def test_ctem_eval_input_errors_are_one_line(tmp_path, args, message) -> None:
     proc = command("ctem.cli.eval", *args, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     assert proc.returncode == 1
@@ -30,6 +31,7 @@ def test_ctem_eval_input_errors_are_one_line(tmp_path, args, message) -> None:
     assert len(lines) == 1 and lines[0].startswith(message), proc.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_batch_larger_than_the_data_is_one_line(tmp_path) -> None:
     proc = command("ctem.cli.train", "data.batch_size=2048", "logger=none", "callbacks=none", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     assert proc.returncode == 1
@@ -52,6 +54,7 @@ def test_batch_larger_than_the_data_is_one_line(tmp_path) -> None:
         ("ctem.cli.train", "+callbacks.hard_negative_refresh.nprobe=8", "ctem-train: error: callbacks.hard_negative_refresh.nprobe is now callbacks.hard_negative_refresh.mining.nprobe"),
     ],
 )
+@pytest.mark.slow
 def test_a_moved_override_path_names_the_new_one(tmp_path, module, override, message) -> None:
     proc = command(module, override, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     assert proc.returncode == 1

@@ -36,6 +36,7 @@ def _config(overrides: list[str]):
         return compose(config_name="curate", overrides=[*overrides, "progress=false"])
 
 
+@pytest.mark.slow
 def test_empty_query_under_on_bad_row_error_is_one_line_exit_1_and_no_output(tmp_path):
     files = _files_with_an_empty_query(tmp_path)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}

@@ -65,6 +65,7 @@ def _assert_each_close(got: dict[str, torch.Tensor], ref: dict[str, torch.Tensor
             assert _rel_err(got[name], value) < tol, name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
 def test_ddp_matches_single_process(results: Path, case: str) -> None:
     ref = torch.load(results / "single" / f"{case}_rank0.pt")
@@ -78,6 +79,7 @@ def test_ddp_matches_single_process(results: Path, case: str) -> None:
         _assert_each_close(r["grads"], ref["grads"])
 
 
+@pytest.mark.slow
 def test_cache_matches_plain_in_one_process(results: Path) -> None:
     for g in (1, 2):
         plain = torch.load(results / "single" / f"g{g}_plain_rank0.pt")
@@ -87,6 +89,7 @@ def test_cache_matches_plain_in_one_process(results: Path) -> None:
         _assert_each_close(cache["grads"], plain["grads"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("world", ["single", "double"])
 def test_padding_free_matches_padded(results: Path, world: str) -> None:
     """The padding-free step (micro-chunks of 3 rows, embeddings back in batch order, then
@@ -100,6 +103,7 @@ def test_padding_free_matches_padded(results: Path, world: str) -> None:
             _assert_each_close(free["grads"], padded["grads"])
 
 
+@pytest.mark.slow
 def test_cache_all_reduces_gradients_once_per_step(results: Path) -> None:
     """DDP's reducer runs once per optimizer step with the cache as without it (one call
     of the communication hook per gradient bucket), also over accumulated micro-batches;
@@ -114,6 +118,7 @@ def test_cache_all_reduces_gradients_once_per_step(results: Path) -> None:
     assert torch.load(results / "double" / "acc2_plain_rank0.pt")["allreduces"] == one_step  # the first micro-batch: no_sync
 
 
+@pytest.mark.slow
 def test_accumulated_clipped_step_is_the_same_everywhere(results: Path) -> None:
     """Two accumulated micro-batches, clipped, stepped: the same weights in one process or
     two, padded, padding-free or cached (float rounding apart)."""

@@ -185,6 +185,7 @@ def _params():
         yield pytest.param(command, id=command.id, marks=marks)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", list(_params()))
 def test_documented_command(command: DocCommand, request, tmp_path):
     template = _prepare(command, lambda name: "{" + name + "}")

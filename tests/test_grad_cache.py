@@ -157,6 +157,7 @@ def _train(make_trainer, vocab, cache: bool, batches: int, **trainer_args) -> tu
     ],
     ids=["clip_norm", "accumulate_2", "accumulate_2_clip_value"],
 )
+@pytest.mark.slow
 def test_trainer_clipping_accumulation_and_schedule_apply_to_cached_steps(make_trainer, tiny_vocab, trainer_args) -> None:
     batches = 3 * trainer_args.get("accumulate_grad_batches", 1)
     start, plain, plain_trainer = _train(make_trainer, tiny_vocab, False, batches, **trainer_args)

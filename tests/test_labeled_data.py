@@ -210,6 +210,7 @@ def test_set_negatives_replaces_in_mining_order_and_checks_everything_first(tmp_
 SHARED = Path(os.environ.get("CTEM_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
 
 
+@pytest.mark.slow
 @pytest.mark.shared_data
 @pytest.mark.skipif(not (SHARED / "train" / "labeled").is_dir(), reason="../shared/data/train/labeled is absent")
 def test_shared_labeled_folder_loads_one_dataset_per_file(tokenizer, tmp_path):

@@ -76,6 +76,20 @@ def test_bad_weights_are_refused(models, tmp_path) -> None:
         merge_models([models["a"], models["b"]], tmp_path / "m", weights=[0, 0])
 
 
+def test_the_command_merges_with_the_weights_of_its_config(models, tmp_path) -> None:
+    """``ctem-merge`` as its config runs it (in this process): the same folder as the library call."""
+    from ctem.cli.merge import run
+    from tests.reliability.conftest import compose_command
+
+    cfg = compose_command("merge", f"models=[{models['a']},{models['b']}]", "weights=[0.7,0.3]", f"output={tmp_path / 'cli'}")
+    run(cfg)
+    merge_models([models["a"], models["b"]], tmp_path / "lib", [0.7, 0.3])
+    cli, lib = TextEncoder.from_pretrained(tmp_path / "cli"), TextEncoder.from_pretrained(tmp_path / "lib")
+    for (name, value), other in zip(cli.backbone.state_dict().items(), lib.backbone.state_dict().values()):
+        assert torch.equal(value, other), name
+    assert (tmp_path / "cli" / COMPLETE_MARKER).is_file() and cli.query_instruction == lib.query_instruction == "查询："
+
+
 @pytest.mark.slow
 def test_cli_merges_and_refuses_in_one_line(models, tmp_path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -42,6 +42,7 @@ def test_every_mine_field_is_commented(name):
             assert lines[i - 1].startswith("#"), f"conf/{name}: field without a comment: {line}"
 
 
+@pytest.mark.slow
 def test_a_bad_mining_setting_is_one_line(tmp_path: Path, tiny_model: Path):
     cmd = [
         sys.executable, "-m", "ctem.cli.mine", f"model_path={tiny_model}", f"input={_input(tmp_path, n=4)}",
@@ -68,6 +69,7 @@ def test_run_is_deterministic_and_writes_neg(tmp_path: Path, tiny_model: Path):
     assert (tmp_path / "c.jsonl").read_bytes() != (tmp_path / "a.jsonl").read_bytes()
 
 
+@pytest.mark.slow
 def test_console_script(tmp_path: Path, tiny_model: Path):
     src = _input(tmp_path, n=20)
     out = tmp_path / "out.jsonl"

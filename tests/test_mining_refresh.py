@@ -76,6 +76,7 @@ def _fit(tmp_path: Path, refresh: HardNegativeRefresh, max_steps: int = 8):
     return trainer, data, recorder
 
 
+@pytest.mark.slow
 def test_refresh_changes_negatives_mid_run_and_training_continues(tmp_path: Path):
     refresh = HardNegativeRefresh(every_n_steps=3, every_n_epochs=None, mining=MiningConfig(range=(0, 12), negative_number=3, batch_size=16))
     trainer, data, recorder = _fit(tmp_path, refresh)
@@ -101,6 +102,7 @@ def test_refresh_changes_negatives_mid_run_and_training_continues(tmp_path: Path
     assert float(metrics["negatives/mining_seconds"]) > 0
 
 
+@pytest.mark.slow
 def test_epoch_refresh_skips_the_last_epoch_and_state_round_trips(tmp_path: Path, make_trainer):
     refresh = HardNegativeRefresh(every_n_steps=None, every_n_epochs=1, mining=MiningConfig(range=(0, 10), negative_number=2, batch_size=16))
     encoder = _encoder(write_vocab(tmp_path))

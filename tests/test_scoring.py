@@ -58,6 +58,24 @@ def test_bi_encoder_scores_are_dot_products(tiny_model, tmp_path) -> None:
     assert sorted(os.listdir(tmp_path)) == ["in.jsonl", "scored.jsonl"]  # no temporary left
 
 
+def test_the_command_scores_with_the_teachers_recorded_instruction(tiny_model, tmp_path) -> None:
+    """``ctem-score`` as its config runs it (in this process): a bi-encoder teacher scores
+    queries with the instruction its folder records unless ``query_instruction`` is set."""
+    from ctem.cli.score import run
+    from tests.reliability.conftest import compose_command
+
+    rows = write_rows(tmp_path / "in.jsonl", ROWS)
+    cfg = compose_command("score", f"teacher={tiny_model}", f"input={rows}", f"output={tmp_path / 'scored.jsonl'}", "batch_size=4")
+    result = run(cfg)
+    assert (result.rows, result.pairs) == (7, 21)
+    reference = score_jsonl(load_teacher(str(tiny_model)), str(rows), tmp_path / "reference.jsonl",
+                            query_instruction=TextEncoder.from_pretrained(tiny_model).query_instruction)
+    got, want = ([json.loads(line) for line in (tmp_path / name).read_text(encoding="utf-8").splitlines()] for name in ("scored.jsonl", "reference.jsonl"))
+    for row, ref in zip(got, want, strict=True):  # equal up to the batches' float rounding
+        assert {k: v for k, v in row.items() if not k.endswith("_scores")} == {k: v for k, v in ref.items() if not k.endswith("_scores")}
+        np.testing.assert_allclose(row["pos_scores"] + row["neg_scores"], ref["pos_scores"] + ref["neg_scores"], atol=1e-5)
+
+
 def test_cross_encoder_scores_are_its_logits(cross_encoder, tmp_path) -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

@@ -106,6 +106,7 @@ def test_bad_corpus_is_one_line_and_status_1(tmp_path: Path, capsys: pytest.Capt
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_missing_corpus_subprocess_exit_status(tmp_path: Path) -> None:
     import subprocess
     import sys

@@ -42,6 +42,7 @@ def tiny_overrides(toy: dict) -> list[str]:
             "data.train_group_size=1", "callbacks=none"]
 
 
+@pytest.mark.slow
 def test_help_lists_groups_and_cfg_prints(toy) -> None:
     out = train("--help", cwd=toy["dir"]).stdout
     for group in ("callbacks", "data", "debug", "experiment", "logger", "model", "paths", "stage", "trainer"):
@@ -50,6 +51,7 @@ def test_help_lists_groups_and_cfg_prints(toy) -> None:
     assert "_target_: ctem.modules.BiEncoderModule" in cfg and "temperature: 0.02" in cfg
 
 
+@pytest.mark.slow
 def test_run_writes_final_model_and_csv(toy, tmp_path) -> None:
     run_dir = tmp_path / "run"
     proc = train(*tiny_overrides(toy), "data.batch_size=8", "trainer.max_steps=6", "trainer.log_every_n_steps=1",
@@ -63,6 +65,7 @@ def test_run_writes_final_model_and_csv(toy, tmp_path) -> None:
         assert metric in names
 
 
+@pytest.mark.slow
 def test_multirun_makes_separate_folders(toy, tmp_path) -> None:
     sweep = tmp_path / "sweep"
     train("-m", *tiny_overrides(toy), "data.batch_size=8,16", "trainer.max_steps=5", "logger=none",
@@ -71,6 +74,7 @@ def test_multirun_makes_separate_folders(toy, tmp_path) -> None:
     assert finals == ["0", "1"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("logger", ["wandb", "tensorboard"])
 def test_loggers_work_offline(toy, tmp_path, logger) -> None:
     run_dir = tmp_path / logger
@@ -82,6 +86,7 @@ def test_loggers_work_offline(toy, tmp_path, logger) -> None:
         assert list(run_dir.glob("tensorboard/version_0/events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (SHARED / "train/labeled/atec.jsonl").is_file(), reason=f"shared data not found at {SHARED}")
 def test_real_data_loss_goes_down(tmp_path) -> None:
     run_dir = tmp_path / "atec"
@@ -96,6 +101,7 @@ def test_real_data_loss_goes_down(tmp_path) -> None:
     assert last < 0.8 * first, (first, last)
 
 
+@pytest.mark.slow
 def test_ddp_cpu_run_writes_one_folder(toy, tmp_path) -> None:
     """Two gloo processes, cross-device negatives: one Hydra run folder, one final model."""
     train(*tiny_overrides(toy), "trainer=ddp_cpu", "data.batch_size=4", "trainer.max_steps=3",
@@ -136,6 +142,7 @@ def test_fsdp_and_multinode_configs_build(toy) -> None:
         assert multi.trainer.num_nodes == 2 and multi.trainer.strategy._target_.endswith("DDPStrategy")
 
 
+@pytest.mark.slow
 def test_quickstart_defaults_export_a_model_both_libraries_load(tmp_path) -> None:
     """`python train.py` as shipped (here cut to a few steps): its final_model gives the
     same embeddings in sentence-transformers, transformers and ctem."""
@@ -164,6 +171,7 @@ def test_quickstart_defaults_export_a_model_both_libraries_load(tmp_path) -> Non
     np.testing.assert_allclose(torch.nn.functional.normalize(mean, dim=-1).numpy(), ours, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_input_errors_are_one_clear_line(toy, tmp_path) -> None:
     """A missing file or a bad row stops the run with the location, not a stack trace."""
     bad = tmp_path / "bad.jsonl"

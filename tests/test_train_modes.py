@@ -58,6 +58,7 @@ def first_step_dropout(compose_train, *overrides: str) -> DropoutModeProbe:
     return probe
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["scratch", "saved_folder", "packaged_st_model"])
 @pytest.mark.parametrize("stage", sorted(STAGE_DATA))
 @pytest.mark.parametrize("evaluation", [False, True], ids=["no_eval", "eval_at_start"])

@@ -170,6 +170,7 @@ def _step(make_trainer, vocab, monkeypatch, padding_free, group_size: int, in_ba
     ],
     ids=["g1_rows", "g2_tokens", "g3_default", "g2_own_group_multitask", "g2_packed"],
 )
+@pytest.mark.slow
 def test_training_step_equals_padded(make_trainer, tiny_vocab, monkeypatch, group_size, in_batch, chunking, module_class) -> None:
     """Loss and gradients of two steps (the second after an AdamW update) equal the padded
     path's to float rounding, with dropout off (the same network on both paths)."""

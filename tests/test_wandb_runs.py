@@ -83,6 +83,7 @@ def sweep(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_each_multirun_job_is_its_own_run_in_one_group(sweep) -> None:
     folders = {job: list((sweep / job / "wandb").glob("offline-run-*")) for job in ("0", "1")}
     assert all(len(found) == 1 for found in folders.values()), folders
@@ -96,6 +97,7 @@ def test_each_multirun_job_is_its_own_run_in_one_group(sweep) -> None:
         assert run["history"][0]["_step"] == 0
 
 
+@pytest.mark.slow
 def test_cmteb_results_are_a_wandb_table(sweep) -> None:
     folder = next((sweep / "0" / "wandb").glob("offline-run-*"))
     rows = [row["cmteb/results"] for row in read_run(folder)["history"] if "cmteb/results" in row]

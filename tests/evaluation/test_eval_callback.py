@@ -86,6 +86,7 @@ def test_callback_metrics_reach_csv_logger(tmp_path: Path, make_trainer) -> None
     assert (tmp_path / "best" / "best.ckpt").is_file() and (tmp_path / "best" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_ddp_two_ranks_each_encode_half(tmp_path: Path, make_trainer) -> None:
     tasks_dir = make_tiny_tasks(tmp_path / "tasks")
     record = tmp_path / "record"

@@ -47,6 +47,7 @@ def _siblings(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.parent.iterdir() if p.name != folder.name)
 
 
+@pytest.mark.slow
 def test_kill_9_during_export_leaves_the_previous_model(tmp_path, tiny_model) -> None:
     target = _copy(tiny_model, tmp_path)
     before = snapshot(target)
@@ -110,6 +111,7 @@ def test_loading_a_ctem_folder_without_one_of_its_files_names_it(tmp_path, tiny_
         TextEncoder.from_pretrained(target)
 
 
+@pytest.mark.slow
 def test_the_commands_report_an_incomplete_model_in_one_line(tmp_path, tiny_model) -> None:
     from ctem.cli import input_errors_as_messages
     from ctem.cli.mine import run
@@ -140,6 +142,7 @@ def _pipeline(tmp_path: Path, run_dir: Path) -> list[str]:
     return calls.read_text().splitlines() if calls.exists() else []
 
 
+@pytest.mark.slow
 def test_the_pipeline_resumes_an_interrupted_stage_and_skips_only_complete_models(tmp_path) -> None:
     stage = tmp_path / "run" / "contrastive"
     (stage / "final_model").mkdir(parents=True)

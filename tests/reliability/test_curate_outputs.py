@@ -82,6 +82,7 @@ def test_an_interrupt_or_a_full_disk_at_any_point_leaves_the_previous_set(tmp_pa
     assert snapshot(out) == before  # no new file, no temporary, the old report with its data
 
 
+@pytest.mark.slow
 def test_a_kill_during_the_report_leaves_the_previous_set_and_the_next_run_cleans_up(tmp_path) -> None:
     out, before = _first_set(tmp_path)
     proc = run_python(KILL_DURING_REPORT, *_inputs(tmp_path, seed=5), str(out), cwd=tmp_path)
@@ -93,6 +94,7 @@ def test_a_kill_during_the_report_leaves_the_previous_set_and_the_next_run_clean
     assert report.total.rows_in == 12 and snapshot(out) != before
 
 
+@pytest.mark.slow
 def test_a_kill_while_the_set_is_moved_in_leaves_no_report_beside_a_mixed_set(tmp_path) -> None:
     out, before = _first_set(tmp_path)
     proc = run_python(KILL_WHILE_MOVING, *_inputs(tmp_path, seed=5), str(out), cwd=tmp_path)

@@ -60,6 +60,7 @@ def test_training_data_without_rows_is_an_error_naming_the_file(tmp_path, reader
         first_pass(make(reader, tokenizer, path, streaming))
 
 
+@pytest.mark.slow
 def test_training_command_on_skipped_rows_exits_1_without_a_model(tmp_path) -> None:
     path = data_file(tmp_path, "all_bad")
     run = tiny_run(write_vocab(tmp_path), path, tmp_path / "run", "data.on_bad_row=skip", "data.streaming=true", "trainer.max_steps=2")
@@ -78,6 +79,7 @@ def test_labeled_file_mixing_task_types_is_one_line(tmp_path) -> None:
 
 
 # --------------------------------------------------------------------------- mining
+@pytest.mark.slow
 @pytest.mark.parametrize(("which", "kind"), [("input", "empty"), ("candidate_pool", "all_bad")])
 def test_mining_without_rows_is_one_line(tmp_path, tiny_model, which, kind) -> None:
     files = {"input": write_pairs(tmp_path / "train.jsonl", 4), "candidate_pool": tmp_path / "pool.jsonl"}
@@ -105,6 +107,7 @@ def test_mining_without_rows_is_one_line(tmp_path, tiny_model, which, kind) -> N
         ("number.jsonl", b'{"text": "a"}\n{"text": 123}\n', "number.jsonl:2: field 'text': expected a string or a list of strings, got 123"),
     ],
 )
+@pytest.mark.slow
 def test_build_vocab_refuses_a_corpus_without_texts_or_with_bad_lines(tmp_path, name, content, message) -> None:
     corpus = tmp_path / name
     corpus.write_bytes(content)
@@ -180,6 +183,7 @@ def test_a_task_that_cannot_be_scored_is_an_error_naming_its_file(tmp_path, case
     assert str(err.value).startswith(str(folder)) and message in str(err.value)
 
 
+@pytest.mark.slow
 def test_eval_command_on_an_unscorable_task_is_one_line_and_writes_nothing(tmp_path, tiny_model) -> None:
     folder = write_task(tmp_path, *TASKS["clustering_empty"][:2])
     out = tmp_path / "results"

@@ -65,6 +65,7 @@ def test_an_input_folder_or_candidate_pool_counts_as_input(tmp_path, tiny_model)
         mine_jsonl(lambda texts, q: None, str(data), data, MiningConfig())
 
 
+@pytest.mark.slow
 def test_a_killed_run_leaves_a_temporary_that_the_next_run_removes(tmp_path) -> None:
     data = write_pairs(tmp_path / "train.jsonl", 30)
     output = tmp_path / "out" / "mined.jsonl"

@@ -23,6 +23,7 @@ from tests.reliability.probes import command_error, sts_task, tiny_run
 DIVERGE = ["stage.optimizer.lr=1e3", "trainer.max_steps=40"]  # NaN within ~10 steps for the tiny model
 
 
+@pytest.mark.slow
 def test_a_diverging_run_stops_with_one_line_and_exports_nothing(tmp_path) -> None:
     run = tmp_path / "run"
     proc = run_command("ctem.cli.train", *tiny_run(write_vocab(tmp_path), write_pairs(tmp_path / "pairs.jsonl", 32), run, *DIVERGE), cwd=tmp_path)
@@ -32,6 +33,7 @@ def test_a_diverging_run_stops_with_one_line_and_exports_nothing(tmp_path) -> No
     assert not (run / "final_model").exists()
 
 
+@pytest.mark.slow
 def test_the_gradient_cache_path_stops_too(tmp_path) -> None:
     """Manual optimisation (two-pass gradient cache): the same guard, the same stop."""
     run = tmp_path / "run"
@@ -73,6 +75,7 @@ def test_the_shared_evaluation_encoder_refuses_nan_embeddings(nan_model) -> None
         adapter(["一个句子", "另一个"])
 
 
+@pytest.mark.slow
 def test_eval_refuses_a_nan_model(tmp_path, nan_model) -> None:
     out = tmp_path / "results"
     proc = run_command("ctem.cli.eval", f"model_path={nan_model}", f"tasks_dir={sts_task(tmp_path)}", f"output_dir={out}",
@@ -81,6 +84,7 @@ def test_eval_refuses_a_nan_model(tmp_path, nan_model) -> None:
     assert not list(out.rglob("TinySTS*.json"))
 
 
+@pytest.mark.slow
 def test_mine_refuses_a_nan_model(tmp_path, nan_model) -> None:
     output = tmp_path / "mined.jsonl"
     proc = run_command("ctem.cli.mine", f"model_path={nan_model}", f"input={write_pairs(tmp_path / 'train.jsonl', 6)}",
@@ -89,6 +93,7 @@ def test_mine_refuses_a_nan_model(tmp_path, nan_model) -> None:
     assert not output.exists()
 
 
+@pytest.mark.slow
 def test_curate_refuses_a_nan_model(tmp_path, nan_model) -> None:
     out = tmp_path / "curated"
     proc = run_command("ctem.cli.curate", f"input_files=[{write_pairs(tmp_path / 'train.jsonl', 6)}]", f"scorer.model_path={nan_model}",

@@ -48,6 +48,7 @@ def train_args(tmp_path: Path, case: str) -> tuple[list[str], str]:
     return labeled, f"{mixed} (dataset 'mixed'): field 'type': mixes task types ['nli', 'sts']"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["lone_surrogate", "query_max_length", "max_seq_length", "instruction_name", "missing_tokenizer", "mixed_task_types"])
 def test_train_input_errors_are_one_line(tmp_path, case) -> None:
     args, fragment = train_args(tmp_path, case)
@@ -56,6 +57,7 @@ def test_train_input_errors_are_one_line(tmp_path, case) -> None:
     assert not (tmp_path / "run" / "final_model").exists()
 
 
+@pytest.mark.slow
 def test_an_english_task_folder_with_a_missing_file_is_one_line(tmp_path, tiny_model) -> None:
     """ctem-eval lang=en on a task folder whose queries file is missing: one line naming it."""
     task = tmp_path / "tasks" / "EnRetrieval"
@@ -69,12 +71,14 @@ def test_an_english_task_folder_with_a_missing_file_is_one_line(tmp_path, tiny_m
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+@pytest.mark.slow
 def test_eval_max_length_below_the_special_tokens_is_one_line(tmp_path, tiny_model) -> None:
     proc = run_command("ctem.cli.eval", f"model_path={tiny_model}", f"tasks_dir={sts_task(tmp_path)}", f"output_dir={tmp_path / 'out'}",
                        "eval.max_length=1", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert "max_length=1: must be an integer of at least 3" in command_error(proc, "ctem-eval")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["query_max_length", "lone_surrogate"])
 def test_mine_input_errors_are_one_line(tmp_path, tiny_model, case) -> None:
     data = write_pairs(tmp_path / "train.jsonl", 4)

@@ -77,6 +77,7 @@ def test_the_tokenizer_source_is_checked_too_and_ctem_folders_load_without_a_que
     assert sys.stdin.read() == "y\n" * 20  # nothing was asked
 
 
+@pytest.mark.slow
 def test_ctem_eval_refuses_with_one_line_even_with_y_on_stdin(tmp_path) -> None:
     folder, sentinel = custom_code_model(tmp_path)
     proc = run_command(

@@ -62,6 +62,7 @@ def assert_equal_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
     [("checkpoints", 3), ("checkpoints", 7), ("checkpoints", 5), ("epoch_ends", 5)],
     ids=["mid_epoch0", "mid_epoch1", "last_batch_of_epoch0", "end_of_epoch0"],
 )
+@pytest.mark.slow
 def test_resuming_a_checkpoint_reproduces_the_uninterrupted_run(uninterrupted, folder, step) -> None:
     u = uninterrupted
     (checkpoint,) = (u["root"] / folder if folder == "epoch_ends" else u["full"] / folder).glob(f"*-step={step}.ckpt")
@@ -70,6 +71,7 @@ def test_resuming_a_checkpoint_reproduces_the_uninterrupted_run(uninterrupted, f
     assert_equal_weights(weights(resumed), u["weights"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", [4, 5], ids=["mid_epoch", "last_batch_of_epoch"])
 def test_a_run_stopped_by_sigterm_resumes_to_the_uninterrupted_weights(uninterrupted, step) -> None:
     u = uninterrupted
@@ -93,6 +95,7 @@ def other_data(kind: str, root: Path) -> list[str]:
     return ["stage=multitask", "data=labeled", f"data.datasets={{{datasets}}}", "data.train_group_size=1", "data.batch_size=4"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["labeled", "corpus", "corpus_workers"])
 @pytest.mark.parametrize("step", [2, 5, 7])
 def test_every_data_module_resumes_exactly(tmp_path, kind, step) -> None:

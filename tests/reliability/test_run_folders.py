@@ -8,6 +8,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import pytest
 from hydra import compose, initialize_config_dir
 
 from ctem.config import config_dir, register_resolvers
@@ -75,6 +76,7 @@ def _app(tmp_path: Path, *args: str) -> list[dict]:
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.slow
 def test_commands_ddp_ranks_and_multirun_jobs_get_folders_of_their_own(tmp_path) -> None:
     logs = tmp_path / "logs" / "mine"
     taken = _taken(logs / "runs") | _taken(logs / "multiruns")

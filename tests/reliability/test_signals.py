@@ -19,6 +19,7 @@ from tests.reliability.conftest import ENV, write_pairs
 from tests.reliability.probes import tiny_run
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_saves_a_resumable_checkpoint_says_where_and_exits_1(tmp_path, signum) -> None:
     vocab, data, run = write_vocab(tmp_path), write_pairs(tmp_path / "pairs.jsonl", 32), tmp_path / "run"
