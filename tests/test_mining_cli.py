@@ -81,3 +81,4 @@ def test_console_script(tmp_path: Path, tiny_model: Path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "[ctem-mine] mined 60 negatives for 20 rows" in done.stdout
     assert len(out.read_text("utf-8").splitlines()) == 20
+

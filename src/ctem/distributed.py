@@ -1,11 +1,14 @@
-"""Distributed helpers: rank / world size, an all-gather that carries gradients, work
-split over ranks and gathered back (:class:`RankShards`), whether DDP syncs this step's
-gradients, and the FSDP strategy (refused without CUDA) and wrap policy."""
+"""Distributed helpers: rank / world size, the ranks a launcher started a command on
+(:func:`launched_ranks`), an all-gather that carries gradients, work split over ranks and
+gathered back (:class:`RankShards`), whether DDP syncs this step's gradients, and the FSDP
+strategy (refused without CUDA) and wrap policy."""
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -17,6 +20,42 @@ from ctem.errors import CtemInputError
 
 def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
+
+
+@dataclass(frozen=True)
+class LaunchedRanks:
+    """This process's place among the ranks a launcher started (one rank: not launched).
+
+    Attributes:
+        rank: this process's rank (0 .. world - 1).
+        world: number of ranks.
+        device: the device this rank encodes on (``cuda:<LOCAL_RANK>`` with CUDA), ``None``:
+            the command's own choice (one rank, or CPU ranks).
+    """
+
+    rank: int = 0
+    world: int = 1
+    device: torch.device | None = None
+
+
+@contextmanager
+def launched_ranks() -> Iterator[LaunchedRanks]:
+    """Join the process group a launcher describes in the environment (``torchrun``:
+    ``WORLD_SIZE`` > 1, ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR`` / ``MASTER_PORT``): NCCL
+    with one GPU per local rank, gloo on CPU; left on exit. Without a launcher: one rank."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or is_distributed():
+        yield LaunchedRanks(*rank_and_world())
+        return
+    device = None
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device is not None else "gloo")
+    try:
+        yield LaunchedRanks(dist.get_rank(), dist.get_world_size(), device)
+    finally:
+        dist.destroy_process_group()
 
 
 def rank_and_world() -> tuple[int, int]:

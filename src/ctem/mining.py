@@ -475,9 +475,11 @@ def mine_jsonl(
     cache: EmbeddingCache | None = None,
     on_bad_row: OnBadRow = "error",
     pool_scope: Literal["file", "all"] = "file",
+    write: bool = True,
 ) -> MiningResult:
     """Mine negatives for the rows of ``input_files`` and write them to ``output``
-    (atomically; refused when ``output`` is an input).
+    (atomically; refused when ``output`` is an input; ``write=False``: mine only, as the
+    ranks but the first of a sharded run do).
 
     Without ``candidate_pool_files`` the pool is every positive and negative of the same
     input file (``pool_scope="file"``, in-domain negatives, as when FlagEmbedding is run per
@@ -516,5 +518,6 @@ def mine_jsonl(
         result = _merge(results)
         rows = [row for group in groups.values() for row in group]
     written = ({**stale_scores_dropped(row["original"]), "neg": negatives} for row, negatives in zip(rows, result.negatives))
-    write_jsonl_atomic(written, output)
+    if write:
+        write_jsonl_atomic(written, output)
     return result

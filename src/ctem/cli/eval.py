@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from ctem import TextEncoder, __version__
 from ctem.cli import input_errors_as_messages, refuse_moved_overrides, signals_as_messages
 from ctem.config import config_dir, register_resolvers
+from ctem.distributed import launched_ranks
 from ctem.evaluation import (
     CMTEBEvaluator,
     EncoderAdapter,
@@ -93,7 +94,12 @@ def write_outputs(results: list[TaskResult], tasks: list[Task], out_dir: Path, m
 
 def run(cfg: DictConfig) -> list[TaskResult]:
     """Evaluate ``cfg.model_path`` on the selected tasks; write the JSONs (ctem's and mteb's
-    format) and the summary as one set."""
+    format) and the summary as one set.
+
+    Started by ``torchrun --nproc_per_node N -m ctem.cli.eval ...``, the N ranks each encode
+    a share of every task's texts (gathered back in order), every rank scores the same
+    embeddings, and rank 0 alone prints and writes: the scores equal one process's.
+    """
     model_path = cfg.model_path  # a missing model is reported before anything is loaded
     config: EvalConfig = instantiate(cfg.eval)
     tasks = load_tasks(cfg, config)
@@ -101,24 +107,30 @@ def run(cfg: DictConfig) -> list[TaskResult]:
     out_dir = Path(cfg.output_dir)
     check_outputs(tasks, out_dir, model_name)
     check_main_scores(tasks, config)
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    encoder = TextEncoder.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code).to(device)
-    adapter = EncoderAdapter(
-        encoder, batch_size=config.batch_size, max_length=config.max_length, show_progress=cfg.progress
-    )
+    with launched_ranks() as ranks:
+        first = ranks.rank == 0
+        device = ranks.device or cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        encoder = TextEncoder.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code).to(device)
+        adapter = EncoderAdapter(
+            encoder, batch_size=config.batch_size, max_length=config.max_length, rank=ranks.rank, world_size=ranks.world,
+            show_progress=cfg.progress and first,
+        )
 
-    def start(task: Task) -> None:
-        adapter.progress_label = f"{task.name} ({task.type})"
+        def start(task: Task) -> None:
+            adapter.progress_label = f"{task.name} ({task.type})"
 
-    def end(result: TaskResult) -> None:
-        print(f"[ctem-eval] {result.task:<24} {result.main_metric:<16} {100 * result.main_score:6.2f}  ({result.seconds:.1f}s)", flush=True)
+        def end(result: TaskResult) -> None:
+            if first:
+                print(f"[ctem-eval] {result.task:<24} {result.main_metric:<16} {100 * result.main_score:6.2f}  ({result.seconds:.1f}s)", flush=True)
 
-    settings = config.for_model(encoder.query_instruction)
-    print(f"[ctem-eval] {describe_instruction(settings, config.query_instruction)}", flush=True)
-    encode = adapter if config.truncate_dim is None else truncated(adapter, config.truncate_dim, encoder.normalize)
-    results = CMTEBEvaluator(tasks, settings).run(encode, start, end)
-    print("\n" + write_outputs(results, tasks, out_dir, model_name, config.truncate_dim or encoder.dim))
-    print(f"[ctem-eval] results in {out_dir.resolve()}")
+        settings = config.for_model(encoder.query_instruction)
+        if first:
+            print(f"[ctem-eval] {describe_instruction(settings, config.query_instruction)}", flush=True)
+        encode = adapter if config.truncate_dim is None else truncated(adapter, config.truncate_dim, encoder.normalize)
+        results = CMTEBEvaluator(tasks, settings).run(encode, start, end)
+    if first:
+        print("\n" + write_outputs(results, tasks, out_dir, model_name, config.truncate_dim or encoder.dim))
+        print(f"[ctem-eval] results in {out_dir.resolve()}" + (f" (encoded by {ranks.world} ranks)" if ranks.world > 1 else ""))
     return results
 
 
