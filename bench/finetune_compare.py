@@ -40,6 +40,14 @@ with the same arguments continues where it stopped.
 Run (one seed is about an hour on 2 idle cores with the defaults)::
 
     python bench/finetune_compare.py --seeds 0 1 --flag-hn-mine PATH/TO/FlagEmbedding/scripts/hn_mine.py
+
+Speed alone: ``--time-runs N`` retrains every framework N more times on the negatives the
+work folder already holds (first seed, frameworks alternating: ctem, st, flag, ctem, ...,
+so a change in the machine's load falls on all of them), evaluates nothing, and prints each
+run's seconds with the load average before it, and the median samples/s as a ratio to
+ctem's. Run it on an idle machine, after a full run has mined::
+
+    python bench/finetune_compare.py --seeds 0 --time-runs 3 --flag-hn-mine PATH/TO/hn_mine.py
 """
 
 from __future__ import annotations
@@ -328,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--flag-python", default=str(FLAG_VENV / "bin" / "python"), help="interpreter with FlagEmbedding 1.4.2")
     parser.add_argument("--flag-hn-mine", default=None, help="scripts/hn_mine.py of a FlagEmbedding checkout (not in its wheel)")
     parser.add_argument("--json", default=None, help="also write every figure to this file")
+    parser.add_argument("--time-runs", type=int, default=0, help="time N more training runs per framework (no evaluation) and stop")
     # worker arguments
     parser.add_argument("--worker", choices=("st-mine", "st-train"), help=argparse.SUPPRESS)
     for name in ("--input", "--output"):
@@ -369,6 +378,9 @@ def run_comparison(args: argparse.Namespace, argv: Sequence[str]) -> None:
         print(f"[bench] flag: not run: {why}", flush=True)
     print(f"[bench] start {args.model}; rows {', '.join(f.name for f in files)}; steps {args.steps} x batch {args.batch_size} "
           f"x group {args.group_size}; lengths {args.query_max_length}/{args.passage_max_length} (mining {args.query_max_length}/{args.mine_passage_max_length}); lr {args.lr}", flush=True)  # fmt: skip
+    if args.time_runs:
+        time_training(args, work, frameworks)
+        return
     figures: dict[str, Any] = {"settings": {k: v for k, v in vars(args).items() if k not in ("worker", "input", "output", "max_length")}}
     figures["scores"] = {"base": {"en": evaluate(args, args.model, "en", work / "eval" / "base" / "en", work)}}
     if zh_seeds:
@@ -404,6 +416,34 @@ def run_comparison(args: argparse.Namespace, argv: Sequence[str]) -> None:
     print(f"\nrerun: {command_line('finetune_compare.py', argv)}")
     if args.json:
         write_json(Path(args.json), figures)
+
+
+def time_training(args: argparse.Namespace, work: Path, frameworks: list[str]) -> None:
+    """``--time-runs``: each framework's training command ``args.time_runs`` times more,
+    alternating, on the negatives already mined in ``work``; a table of seconds and ratios."""
+    missing = [name for name in frameworks if not done(work / "mined" / name / ".done.json")]
+    if missing:
+        raise SystemExit(f"[bench] --time-runs needs mined negatives in {work}/mined for {', '.join(missing)}: run the comparison first")
+    # Runs, logs and caches of the timed runs live in timing/ (the comparison's stay as they are).
+    seed, runs, timing = args.seeds[0], {name: [] for name in frameworks}, work / "timing"
+    for i in range(args.time_runs):
+        for name in frameworks:
+            out = timing / "models" / f"{name}-{i}"
+            shutil.rmtree(out, ignore_errors=True)
+            load = os.getloadavg()[0]
+            seconds = TRAINERS[name](args, seed, work / "mined" / name, out, timing)
+            shutil.rmtree(out, ignore_errors=True)
+            runs[name].append((seconds, load))
+            print(f"[bench] timing {name} run {i + 1}: {seconds:.1f} s (load before {load:.1f})", flush=True)
+    samples = args.steps * args.batch_size
+    reference = samples / statistics.median(s for s, _ in runs[frameworks[0]])
+    print(f"\nTraining command, whole process (start-up and export included; caches built by each framework's first run; {args.steps} steps x {args.batch_size} queries x {args.group_size} passages, "
+          f"{args.threads} threads); ratio = median samples/s / {frameworks[0]}'s:")
+    print("| framework | runs: seconds (load before) | median s | samples/s | ratio |\n|---|---|---|---|---|")
+    for name in frameworks:
+        median = statistics.median(s for s, _ in runs[name])
+        each = ", ".join(f"{s:.0f} ({load:.1f})" for s, load in runs[name])
+        print(f"| {name} | {each} | {median:.0f} | {samples / median:.2f} | {samples / median / reference:.2f} |")
 
 
 def print_tables(args: argparse.Namespace, figures: dict[str, Any], frameworks: list[str], skipped: dict[str, str]) -> None:
