@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from ctem.curation import Decontaminator, PairDeduplicator, TextNormalizer, curate, find_task_dirs, iter_task_texts, normalize_text, shingles
+from ctem.curation import Decontaminator, DedupSettings, PairDeduplicator, TextNormalizer, curate, find_task_dirs, iter_task_texts, normalize_text, shingles
 from ctem.rows import DataFormatError
 from tests.curation_helpers import one_torch_thread  # noqa: F401  (autouse fixture)
 from tests.curation_helpers import random_text, read_jsonl, write_jsonl
@@ -59,7 +59,7 @@ def _dedup_rows(rng: random.Random) -> tuple[list[dict], list[int]]:
 def test_exact_and_near_duplicates_are_removed_keeping_the_first(tmp_path):
     rows, survivors = _dedup_rows(random.Random(0))
     src = write_jsonl(tmp_path / "in" / "train.jsonl", rows)
-    report = curate(str(src), tmp_path / "out", deduplicator=PairDeduplicator(), show_progress=False)
+    report = curate(str(src), tmp_path / "out", dedup=DedupSettings(), show_progress=False)
     out = read_jsonl(tmp_path / "out" / "train.jsonl")
     assert [r["id"] for r in out] == survivors
     assert out[-1]["pos"] == [rows[3]["pos"][0]]  # row 9 loses its repeated pair only
@@ -91,7 +91,7 @@ def test_distinct_questions_about_one_passage_are_all_kept(tmp_path):
     rows = [{"query": random_text(rng, 15), "pos": [passage], "neg": [], "id": i} for i in range(60)]
     rows += [{"query": random_text(rng, 5), "pos": passage, "neg": [], "id": 60 + i} for i in range(5)]  # short queries
     src = write_jsonl(tmp_path / "in" / "qa.jsonl", rows)
-    report = curate(str(src), tmp_path / "out", deduplicator=PairDeduplicator(), show_progress=False)
+    report = curate(str(src), tmp_path / "out", dedup=DedupSettings(), show_progress=False)
     assert [r["id"] for r in read_jsonl(tmp_path / "out" / "qa.jsonl")] == list(range(65))
     assert report.total.rows_out == 65
 
@@ -186,18 +186,18 @@ def test_output_may_not_overwrite_an_input(tmp_path):
         curate(str(src), tmp_path, show_progress=False)
 
 
-class _Interrupted(PairDeduplicator):
-    """Raises ``KeyboardInterrupt`` at the ``at``-th pair (like Ctrl-C mid-run)."""
+class _Interrupted(Decontaminator):
+    """Raises ``KeyboardInterrupt`` at the ``at``-th row (like Ctrl-C mid-run)."""
 
     def __init__(self, at: int) -> None:
         super().__init__()
         self.at, self.seen = at, 0
 
-    def check(self, query: str, positive: str) -> str | None:
+    def match_row(self, query: str, positives: list[str]) -> list[str]:
         self.seen += 1
         if self.seen == self.at:
             raise KeyboardInterrupt
-        return super().check(query, positive)
+        return super().match_row(query, positives)
 
 
 def test_an_interrupted_run_leaves_no_partial_output(tmp_path):
@@ -205,5 +205,5 @@ def test_an_interrupted_run_leaves_no_partial_output(tmp_path):
     rows = [{"query": random_text(rng, 10), "pos": [random_text(rng, 40)]} for _ in range(6)]
     files = [str(write_jsonl(tmp_path / "in" / "a.jsonl", rows[:3])), str(write_jsonl(tmp_path / "in" / "b.jsonl", rows[3:]))]
     with pytest.raises(KeyboardInterrupt):
-        curate(files, tmp_path / "out", deduplicator=_Interrupted(at=5), show_progress=False)
+        curate(files, tmp_path / "out", dedup=DedupSettings(), decontaminator=_Interrupted(at=5), show_progress=False)
     assert list((tmp_path / "out").iterdir()) == []

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 
 from ctem.cli.curate import run
 from ctem.config import config_dir, register_resolvers
-from ctem.curation import Decontaminator, PairDeduplicator, PairScorer, curate
+from ctem.curation import Decontaminator, DedupSettings, PairScorer, curate
 from tests.curation_helpers import one_torch_thread  # noqa: F401  (autouse fixture)
 from tests.curation_helpers import random_text, write_jsonl
 from tests.helpers.tiny import TEST_CHARS, tiny_encoder, write_vocab
@@ -44,7 +44,7 @@ def test_curating_twice_changes_nothing(tmp_path):
     def run_once(src, out):
         return curate(
             [str(src / "a.jsonl"), str(src / "b.jsonl")], out, scorer=scorer, threshold=round(median, 4),
-            deduplicator=PairDeduplicator(min_chars=5), decontaminator=Decontaminator.from_task_dirs(str(tmp_path / "eval")),
+            dedup=DedupSettings(min_chars=5), decontaminator=Decontaminator.from_task_dirs(str(tmp_path / "eval")),
             on_bad_row="skip", rows_per_batch=7, show_progress=False,
         )
 

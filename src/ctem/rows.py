@@ -224,10 +224,17 @@ def require_rows(files: str | Iterable[str]) -> None:
         raise no_rows(describe_source(files))
 
 
-def iter_jsonl_lines(path: str) -> Iterator[tuple[int, bytes]]:
-    """``(line_number, raw bytes)`` of each non-blank line (1-based numbers)."""
+def iter_jsonl_lines(path: str, start: int = 0, end: int | None = None, first_line: int = 1) -> Iterator[tuple[int, bytes]]:
+    """``(line_number, raw bytes)`` of each non-blank line (1-based numbers); with ``start``
+    / ``end``, the lines in bytes ``[start, end)`` only (``start`` at a line start, whose
+    number is ``first_line``)."""
     with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
+        handle.seek(start)
+        position = start
+        for number, raw in enumerate(handle, start=first_line):
+            if end is not None and position >= end:
+                break
+            position += len(raw)
             if raw.strip():
                 yield number, raw
 

@@ -16,7 +16,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ctem.cli import input_errors_as_messages, refuse_moved_overrides, signals_as_messages
 from ctem.config import config_dir, register_resolvers
-from ctem.curation import CurationReport, Decontaminator, PairDeduplicator, PairScorer, TextNormalizer, curate
+from ctem.curation import CurationReport, Decontaminator, PairScorer, TextNormalizer, curate
+from ctem.curation.engine import DedupSettings
 from ctem.curation.textnorm import UNITS
 from ctem.settings import SettingError
 
@@ -38,6 +39,17 @@ def check_threshold(threshold: Any, scorer: str | None) -> None:
         raise SettingError("threshold", threshold, "must be a number of at most 1 (a cosine): a higher one keeps no pair")
 
 
+def check_engine(engine: DictConfig) -> None:
+    """Before any work: ``engine.workers`` (and ``engine.tasks`` unless null) are whole
+    numbers of at least 1."""
+    for key in ("workers", "tasks"):
+        value = engine[key]
+        if key == "tasks" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SettingError(f"engine.{key}", value, "must be a whole number of at least 1")
+
+
 def kept_nothing_warnings(report: CurationReport) -> list[str]:
     """A warning per input file that had rows and keeps none (its output file is empty; the
     table says which filter dropped them)."""
@@ -52,16 +64,14 @@ def kept_nothing_warnings(report: CurationReport) -> list[str]:
 def run(cfg: DictConfig) -> CurationReport:
     """Build scorer / deduplicator / decontaminator from ``cfg`` and curate."""
     check_threshold(cfg.threshold, cfg.scorer.model_path)
+    check_engine(cfg.engine)
     if cfg.normalize.units not in UNITS:
         raise SettingError("normalize.units", cfg.normalize.units, f"must be one of {', '.join(UNITS)}")
     normalizer = TextNormalizer(cfg.normalize.lowercase, cfg.normalize.strip_punctuation, cfg.normalize.units)
-    if cfg.scorer.num_threads:
-        torch.set_num_threads(cfg.scorer.num_threads)
-    scorer = None
+    build_scorer = None
     if cfg.scorer.model_path:
         s = cfg.scorer
-        scorer = PairScorer.from_pretrained(
-            s.model_path,
+        options = dict(
             pooling=s.pooling,
             trust_remote_code=s.trust_remote_code,
             query_instruction=s.query_instruction,
@@ -71,12 +81,25 @@ def run(cfg: DictConfig) -> CurationReport:
             batch_size=s.batch_size,
             device=s.device,
         )
+        path, threads = s.model_path, s.num_threads
+        if threads:
+            torch.set_num_threads(threads)
+        # Built here, so a bad model folder is refused before any row is read; worker
+        # processes (engine.workers > 1) each build their own from the same settings.
+        build_scorer = PairScorer.from_pretrained(path, **options)
+        if cfg.engine.workers > 1:
+
+            def build_scorer() -> PairScorer:
+                if threads:
+                    torch.set_num_threads(threads)
+                return PairScorer.from_pretrained(path, **options)
+
     d = cfg.dedup
-    deduplicator = None
+    dedup = None
     if d.exact or d.near:
-        deduplicator = PairDeduplicator(
+        dedup = DedupSettings(
             exact=d.exact, near=d.near, threshold=d.threshold, ngram=d.ngram,
-            num_perm=d.num_perm, min_chars=d.min_chars, seed=d.seed, normalizer=normalizer,
+            num_perm=d.num_perm, min_chars=d.min_chars, seed=d.seed,
         )
     c = cfg.decontaminate
     decontaminator = None
@@ -92,17 +115,20 @@ def run(cfg: DictConfig) -> CurationReport:
     report = curate(
         _as_list(cfg.input_files),
         cfg.output_dir,
-        scorer=scorer,
+        scorer=build_scorer,
         threshold=cfg.threshold,
         score_decimals=cfg.score_decimals,
-        deduplicator=deduplicator,
+        dedup=dedup,
         decontaminator=decontaminator,
+        normalizer=normalizer,
         on_bad_row=cfg.on_bad_row,
         rows_per_batch=cfg.rows_per_batch,
         hist_bin_width=cfg.report.hist_bin_width,
         threshold_table=list(cfg.report.threshold_table),
         show_progress=cfg.progress,
         settings=settings,
+        tasks=cfg.engine.tasks,
+        workers=cfg.engine.workers,
     )
     print("\n" + report.table())
     if report.scores is not None and report.scores.total:

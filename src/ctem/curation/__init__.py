@@ -3,6 +3,7 @@ embedding model, exact / near deduplication and decontamination against evaluati
 
 from ctem.curation.decontaminate import Decontaminator, find_task_dirs, iter_task_texts
 from ctem.curation.dedup import MinHasher, NearDuplicateIndex, PairDeduplicator
+from ctem.curation.engine import DedupSettings
 from ctem.curation.pipeline import curate
 from ctem.curation.report import REASONS, CurationReport, FileStats, ScoreDistribution
 from ctem.curation.scoring import PairScorer
@@ -11,6 +12,7 @@ from ctem.curation.textnorm import TextNormalizer, char_ngrams, normalize_text, 
 __all__ = [
     "CurationReport",
     "Decontaminator",
+    "DedupSettings",
     "FileStats",
     "MinHasher",
     "NearDuplicateIndex",

@@ -16,32 +16,13 @@ all). The indexes hold digests, band hashes and id pairs, never texts.
 
 from __future__ import annotations
 
-from typing import Iterable
-
 from datasketch import MinHash, MinHashLSH
 
+from ctem.curation.minhash import MinHasher
 from ctem.curation.textnorm import TextNormalizer, text_digest
 
 EXACT_DUPLICATE = "exact_duplicate"
 NEAR_DUPLICATE = "near_duplicate"
-
-
-class MinHasher:
-    """MinHash signatures of n-gram sets with permutations drawn once from ``seed``."""
-
-    def __init__(self, num_perm: int = 128, seed: int = 1) -> None:
-        self.num_perm = num_perm
-        self.seed = seed
-        template = MinHash(num_perm=num_perm, seed=seed)
-        self._reuse: dict[str, object] = {"permutations": template.permutations}
-        if hasattr(template, "scheme"):  # datasketch >= 2 must be told the hashing scheme
-            self._reuse["scheme"] = template.scheme
-
-    def signature(self, grams: Iterable[str]) -> MinHash:
-        """The MinHash of a set of strings (deterministic for a given ``seed``)."""
-        sig = MinHash(num_perm=self.num_perm, seed=self.seed, **self._reuse)
-        sig.update_batch([g.encode("utf-8") for g in sorted(grams)])
-        return sig
 
 
 class NearDuplicateIndex:

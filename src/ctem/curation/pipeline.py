@@ -1,8 +1,10 @@
 """``curate``: decontaminate, deduplicate and score-filter C-MTP-style JSON-lines files.
 
-Rows stream through ``datasets`` (``IterableDataset.from_generator`` over validated rows,
-a per-row map for the index checks, a batched map for scoring), so memory holds the
-duplicate / evaluation indexes (digests and MinHash band hashes) and one batch of rows.
+The work runs as datatrove pipeline stages (``ctem.curation.engine``) over ``tasks``
+contiguous line ranges of the input, ``workers`` of them at once in their own processes
+(1: all in this process); the output is the same for any number of tasks and workers.
+Memory holds one task's block of rows, the evaluation index, and in the one-task decision
+stage the pairs' digests and band keys (about 300 bytes per pair); no text is kept.
 
 Per row, in this order (each stage sees only what the previous ones kept):
 
@@ -28,11 +30,13 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
+import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
-import datasets
+import numpy as np
 from tqdm.auto import tqdm
 
 from ctem.rows import (
@@ -40,9 +44,7 @@ from ctem.rows import (
     DataFormatError,
     OnBadRow,
     check_on_bad_row,
-    error_feature,
     expand_files,
-    iter_rows,
     raise_or_skip,
     require_rows,
     table_row,
@@ -50,24 +52,29 @@ from ctem.rows import (
 )
 
 from ctem.curation.decontaminate import CONTAMINATED, Decontaminator
-from ctem.curation.dedup import PairDeduplicator
+from ctem.curation.engine import (
+    DUPLICATE_REASONS,
+    ROW_BAD,
+    ROW_CONTAMINATED,
+    CurationPlan,
+    DedupSettings,
+    Segment,
+    SignedShard,
+    concatenate,
+    console,
+    duplicate_reasons,
+    plan_segments,
+    run_stage,
+    segment_rows,
+    sign_task,
+)
 from ctem.curation.report import BAD_ROW, LOW_SCORE, REASONS, REPORT_FILES, CurationReport, FileStats, ScoreDistribution
 from ctem.curation.scoring import PairScorer
+from ctem.curation.textnorm import TextNormalizer
 from ctem.files import OutputPathError, check_not_inputs, staged_files
 
 log = logging.getLogger(__name__)
 
-ROW_FEATURES = datasets.Features(
-    {
-        "query": datasets.Value("string"),
-        "pos": datasets.Sequence(datasets.Value("string")),
-        "raw": datasets.Value("string"),
-        "prior_score": datasets.Value("float64"),
-        "source": datasets.Value("string"),
-        "line": datasets.Value("int64"),
-        "error": error_feature(),
-    }
-)
 # The columns of a bad row (its ``error`` holds the record, see ``ctem.rows.table_row``).
 EMPTY_ROW = {"query": "", "pos": [], "raw": "", "prior_score": None, "source": None, "line": None}
 KEEP = ""
@@ -84,34 +91,6 @@ def validate_curation_row(value: Any, location: str) -> dict[str, Any]:
     if isinstance(prior, bool) or not isinstance(prior, (int, float)):
         prior = None
     return {"query": row["query"], "pos": row["pos"], "raw": json.dumps(value, ensure_ascii=False), "prior_score": prior}
-
-
-def generate_rows(path: str) -> Iterator[dict[str, Any]]:
-    """Rows of one JSON-lines file (``validate_curation_row``); a bad line's row holds only
-    its error (``ctem.rows.table_row``)."""
-    for row in iter_rows([path], validate_curation_row):
-        yield table_row(row, EMPTY_ROW)
-
-
-class IndexChecks:
-    """Per-row map: ``reasons`` (one per positive, ``""`` = kept so far) and the evaluation
-    ``tasks`` the row overlaps. Stateful: the deduplicator remembers the pairs it saw."""
-
-    def __init__(self, decontaminator: Decontaminator | None, deduplicator: PairDeduplicator | None) -> None:
-        self.decontaminator = decontaminator
-        self.deduplicator = deduplicator
-
-    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        if row["error"] is not None:
-            return {"reasons": [], "tasks": []}
-        query, positives = row["query"], row["pos"]
-        tasks = self.decontaminator.match_row(query, positives) if self.decontaminator else []
-        if tasks:
-            return {"reasons": [CONTAMINATED] * len(positives), "tasks": tasks}
-        reasons = [KEEP] * len(positives)
-        if self.deduplicator is not None:
-            reasons = [self.deduplicator.check(query, p) or KEEP for p in positives]
-        return {"reasons": reasons, "tasks": []}
 
 
 class ScoreFilter:
@@ -151,15 +130,6 @@ class ScoreFilter:
         return {"scores": scores, "reasons": reasons}
 
 
-def count_lines(path: str, chunk_bytes: int = 1 << 20) -> int:
-    """Newlines in ``path`` (the progress bar's total)."""
-    total = 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            total += chunk.count(b"\n")
-    return total
-
-
 def output_names(files: Sequence[str], output_dir: Path) -> list[str]:
     """The names of the outputs, in the order they are put in place: ``<input name>`` per
     file, then the report (``report.json`` last, the mark of a complete set). Refuses name
@@ -173,71 +143,210 @@ def output_names(files: Sequence[str], output_dir: Path) -> list[str]:
     return names
 
 
+# ------------------------------------------------------------------------------ stages
+_SCORERS: dict[int, PairScorer] = {}
+
+
+def _scorer(plan: CurationPlan) -> PairScorer:
+    """The plan's scorer, built once per process."""
+    key = id(plan.scorer)
+    if key not in _SCORERS:
+        _SCORERS.clear()
+        _SCORERS[key] = plan.scorer()
+    return _SCORERS[key]
+
+
+def _shard_path(plan: CurationPlan, stage: str, rank: int, suffix: str) -> Path:
+    return plan.path(stage, f"{rank:05d}{suffix}")
+
+
+def sign(plan: CurationPlan, rank: int) -> None:
+    """Stage 1: task ``rank``'s rows checked and its pairs signed (``engine.sign_task``)."""
+    sign_task(plan, rank).save(_shard_path(plan, "sign", rank, ".npz"))
+
+
+def decide(plan: CurationPlan, rank: int) -> None:
+    """Stage 2 (one task): every pair's duplicate decision, saved per task of stage 1."""
+    shards = [SignedShard.load(_shard_path(plan, "sign", r, ".npz")) for r in range(plan.tasks)]
+    reasons = duplicate_reasons(concatenate(shards), plan.dedup)
+    bounds = np.cumsum([len(s.pair_digest) for s in shards])[:-1]
+    for r, part in enumerate(np.split(reasons, bounds)):
+        path = _shard_path(plan, "decide", r, ".npy")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, part)
+
+
+def _checked_rows(plan: CurationPlan, rank: int) -> Iterator[tuple[Segment, Iterator[dict[str, Any]]]]:
+    """Task ``rank``'s rows per segment, each with ``reasons`` per positive (``KEEP`` = kept
+    so far) and the evaluation ``tasks`` it overlaps, from stages 1 and 2."""
+    shard = SignedShard.load(_shard_path(plan, "sign", rank, ".npz"), arrays=False)
+    decided = _shard_path(plan, "decide", rank, ".npy")
+    reasons = np.load(decided) if decided.exists() else None
+    contaminated = iter(shard.contaminated)
+    cursor = {"row": 0, "pair": 0}
+
+    def rows(segment: Segment) -> Iterator[dict[str, Any]]:
+        for row in segment_rows(plan.files[segment.file], segment, plan.validate):
+            status = int(shard.row_status[cursor["row"]])
+            cursor["row"] += 1
+            out = table_row(row, EMPTY_ROW)
+            if status == ROW_BAD:
+                out.update(reasons=[], tasks=[])
+            elif status == ROW_CONTAMINATED:
+                out.update(reasons=[CONTAMINATED] * len(row["pos"]), tasks=next(contaminated))
+            else:
+                start = cursor["pair"]
+                cursor["pair"] += len(row["pos"])
+                codes = reasons[start : cursor["pair"]] if reasons is not None else [0] * len(row["pos"])
+                out.update(reasons=[DUPLICATE_REASONS.get(int(c), KEEP) for c in codes], tasks=[])
+            yield out
+
+    for segment in plan.segments[rank]:
+        yield segment, rows(segment)
+
+
+def _batched(rows: Iterator[dict[str, Any]], size: int, apply: Callable[[dict[str, list]], dict[str, list]]) -> Iterator[dict[str, Any]]:
+    """``rows`` with the columns ``apply`` computes on batches of ``size`` rows added."""
+    while True:
+        block = [row for _, row in zip(range(size), rows)]
+        if not block:
+            return
+        columns = apply({key: [row[key] for row in block] for key in block[0]})
+        for i, row in enumerate(block):
+            yield {**row, **{key: values[i] for key, values in columns.items()}}
+
+
+def write(plan: CurationPlan, rank: int) -> None:
+    """Stage 3: task ``rank``'s kept rows scored and written to its part of each output
+    file, with its part of the report (``.report.pkl``)."""
+    report = CurationReport(scores=ScoreDistribution(plan.score_decimals) if plan.scorer is not None else None)
+    bad_rows = BadRowReport()
+    score_filter = ScoreFilter(_scorer(plan), plan.threshold, plan.score_decimals) if plan.scorer is not None else None
+    for segment, rows in _checked_rows(plan, rank):
+        if score_filter is not None:
+            rows = _batched(rows, plan.rows_per_batch, score_filter)
+        source = plan.files[segment.file]
+        part = _shard_path(plan, "write", rank, f".{segment.file}.jsonl")
+        part.parent.mkdir(parents=True, exist_ok=True)
+        with tqdm(rows, desc=Path(source).name, unit="row", disable=not plan.show_progress, file=console()) as progress:
+            report.files.append(_write_rows(progress, source, Path(source), part, plan.on_bad_row, bad_rows, report))
+    _shard_path(plan, "write", rank, ".report.pkl").write_bytes(pickle.dumps((report, bad_rows)))
+
+
+def _first_bad_row(plan: CurationPlan) -> DataFormatError | None:
+    """The first bad row of the input (stage 1's records, in input order)."""
+    for rank in range(plan.tasks):
+        shard = SignedShard.load(_shard_path(plan, "sign", rank, ".npz"), arrays=False)
+        if shard.errors:
+            return DataFormatError.from_record(shard.errors[0])
+    return None
+
+
 def curate(
     input_files: str | Sequence[str],
     output_dir: str | Path,
-    scorer: PairScorer | None = None,
+    scorer: PairScorer | Callable[[], PairScorer] | None = None,
     threshold: float = 0.43,
     score_decimals: int = 4,
-    deduplicator: PairDeduplicator | None = None,
+    dedup: DedupSettings | None = None,
     decontaminator: Decontaminator | None = None,
+    normalizer: TextNormalizer = TextNormalizer(),
     on_bad_row: OnBadRow = "error",
     rows_per_batch: int = 1024,
     hist_bin_width: float = 0.02,
     threshold_table: Sequence[float] = (),
     show_progress: bool = True,
     settings: dict[str, Any] | None = None,
+    tasks: int | None = None,
+    workers: int = 1,
 ) -> CurationReport:
     """Curate ``input_files`` (paths, globs, folders) into ``output_dir`` and save the report.
 
     Args:
-        scorer: pair scorer (``None``: no score filter, no ``score`` written).
+        scorer: pair scorer, or a function building one (each worker process calls it once;
+            pass a function when ``workers > 1`` to not copy a model into every process);
+            ``None``: no score filter, no ``score`` written.
         threshold: pairs with rounded cosine >= ``threshold`` are kept.
         score_decimals: decimals of the written and compared scores.
-        deduplicator / decontaminator: the index checks (``None``: skipped).
+        dedup: which pairs are duplicates (``None``: no deduplication).
+        decontaminator: the evaluation index (``None``: no decontamination).
+        normalizer: text normalisation of the duplicate checks.
         on_bad_row: ``error`` (stop with file:line:field) or ``skip`` (count and report).
-        rows_per_batch: rows per scoring batch of the ``datasets`` map.
+        rows_per_batch: rows per scoring batch.
         hist_bin_width: width of the report's score histogram bins.
         threshold_table: thresholds for the report's "pairs kept at threshold" table.
-        show_progress: a progress bar per file.
+        show_progress: a progress bar per file (when the work runs in this process).
         settings: recorded as-is in the report (the run's configuration).
+        tasks: contiguous line ranges the input is cut into (default: ``workers``).
+        workers: tasks run at once, each in its own process (1: in this process).
     Returns:
         The report (also written as ``report.json`` / ``report.md`` / ``score_hist.png``).
     """
     check_on_bad_row(on_bad_row)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     started = time.perf_counter()
     files = expand_files(input_files)
     require_rows(files)  # nothing to curate is an error, not an empty result
     out_dir = Path(output_dir)
     names = output_names(files, out_dir)
-    report = CurationReport(
-        scores=ScoreDistribution(score_decimals) if scorer is not None else None,
-        threshold=threshold if scorer is not None else None,
-        threshold_table=tuple(threshold_table),
-        hist_bin_width=hist_bin_width,
-        eval_tasks=dict(decontaminator.task_sizes) if decontaminator is not None else {},
-        settings=settings or {},
-    )
-    bad_rows = BadRowReport()
-    checks = IndexChecks(decontaminator, deduplicator)
-    score_filter = ScoreFilter(scorer, threshold, score_decimals) if scorer is not None else None
+    build_scorer = None
+    if scorer is not None:
+        build_scorer = scorer if not isinstance(scorer, PairScorer) else (lambda: scorer)
     # Every output is written into a staging folder inside out_dir and moved into place only
     # when all are complete: an error (a bad row under on_bad_row=error, a full disk) or an
     # interrupt leaves out_dir as it was.
     with staged_files(out_dir, names) as staging:
-        for source in files:
-            rows = datasets.IterableDataset.from_generator(generate_rows, features=ROW_FEATURES, gen_kwargs={"path": source})
-            rows = rows.map(checks)
-            if score_filter is not None:
-                rows = rows.map(score_filter, batched=True, batch_size=rows_per_batch)
-            target, staged = out_dir / Path(source).name, staging / Path(source).name
-            with tqdm(rows, total=count_lines(source), desc=Path(source).name, unit="row", disable=not show_progress) as progress:
-                report.files.append(_write_rows(progress, source, target, staged, on_bad_row, bad_rows, report))
-        report.bad_row_examples = bad_rows.examples
-        if bad_rows.count:
-            log.warning("skipped %d bad row(s) (on_bad_row=skip):\n  %s", bad_rows.count, "\n  ".join(bad_rows.examples))
+        plan = CurationPlan(
+            files=files, segments=plan_segments(files, tasks or workers), work_dir=str(staging / "work"),
+            validate=validate_curation_row, normalizer=normalizer, dedup=dedup, decontaminator=decontaminator,
+            scorer=build_scorer, threshold=threshold, score_decimals=score_decimals, rows_per_batch=rows_per_batch,
+            on_bad_row=on_bad_row, show_progress=show_progress and workers == 1,
+        )  # fmt: skip
+        run_stage(plan, sign, plan.tasks, workers)
+        if on_bad_row == "error" and (error := _first_bad_row(plan)) is not None:
+            raise error.with_note(SKIP_NOTE)
+        if dedup is not None and (dedup.exact or dedup.near):
+            run_stage(plan, decide, 1, 1)
+        run_stage(plan, write, plan.tasks, workers)
+        report = _assemble(plan, staging, out_dir)
+        report.scores = report.scores if scorer is not None else None
+        report.threshold = threshold if scorer is not None else None
+        report.threshold_table = tuple(threshold_table)
+        report.hist_bin_width = hist_bin_width
+        report.eval_tasks = dict(decontaminator.task_sizes) if decontaminator is not None else {}
+        report.settings = settings or {}
+        shutil.rmtree(plan.work_dir)
         report.seconds = time.perf_counter() - started
         report.save(staging)
+    return report
+
+
+def _assemble(plan: CurationPlan, staging: Path, out_dir: Path) -> CurationReport:
+    """Each output file from the tasks' parts in order, and the tasks' reports merged."""
+    parts = [pickle.loads(_shard_path(plan, "write", r, ".report.pkl").read_bytes()) for r in range(plan.tasks)]
+    report = CurationReport(scores=ScoreDistribution(plan.score_decimals) if plan.scorer is not None else None)
+    bad_rows = BadRowReport()
+    for task_report, task_bad_rows in parts:
+        report.merge(task_report)
+        for example in task_bad_rows.examples:
+            if len(bad_rows.examples) < bad_rows.keep:
+                bad_rows.examples.append(example)
+        bad_rows.count += task_bad_rows.count
+    report.files = [FileStats(input=source, output=str(out_dir / Path(source).name)) for source in plan.files]
+    for task_report, _ in parts:
+        for stats in task_report.files:
+            report.files[plan.files.index(stats.input)].add(stats)
+    for index, source in enumerate(plan.files):
+        with open(staging / Path(source).name, "wb") as out:
+            for rank in range(plan.tasks):
+                part = _shard_path(plan, "write", rank, f".{index}.jsonl")
+                if part.exists():
+                    with open(part, "rb") as handle:
+                        shutil.copyfileobj(handle, out, 1 << 20)
+    report.bad_row_examples = bad_rows.examples
+    if bad_rows.count:
+        log.warning("skipped %d bad row(s) (on_bad_row=skip):\n  %s", bad_rows.count, "\n  ".join(bad_rows.examples))
     return report
 
 

@@ -169,6 +169,15 @@ class CurationReport:
     seconds: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
 
+    def merge(self, other: "CurationReport") -> None:
+        """Add ``other``'s contamination, length and score counts (a part of the same run's
+        input; ``files`` are merged by the caller, per input file)."""
+        self.contamination.update(other.contamination)
+        for name, dist in other.lengths.items():
+            self.lengths[name].counts.update(dist.counts)
+        if self.scores is not None and other.scores is not None:
+            self.scores.counts += other.scores.counts
+
     @property
     def total(self) -> FileStats:
         total = FileStats(input="total")
