@@ -5,7 +5,9 @@ Synthetic pairs are built from the English pre-training corpus
 sentences and a positive of three, so rows are distinct at any size. Every command runs in
 its own process under ``/usr/bin/time`` (wall seconds, the process's peak resident memory),
 on a randomly initialised small BERT (2 layers, hidden 64, bert-base-uncased vocabulary):
-the model's cost per text is not what is measured, the growth is.
+the model's cost per text is not what is measured, the growth is. Peak memory is the
+largest sum, over the command's process tree (worker processes included), of resident
+memory sampled every 0.1 s (and at least the peak ``/usr/bin/time`` reports).
 
 Commands:
 
@@ -13,6 +15,7 @@ Commands:
 loader         the contrastive stage's data module (``data=pairs``) built and iterated once
                (tokenised batches of 256), as training reads it
 curate         ``ctem-curate`` without a scorer (exact and MinHash near-duplicate removal)
+curate-2w      the same with ``engine.workers=2`` (two worker processes, two tasks)
 curate-score   ``ctem-curate`` with the small model as scorer
 mine-flat      ``ctem-mine``, exact search (``mining.index=flat``)
 mine-ivf       ``ctem-mine``, ``mining.index=ivf``
@@ -37,6 +40,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -47,7 +51,7 @@ from bench._common import REPO, TINY_BERT  # noqa: E402
 SHARED = Path(os.environ.get("CTEM_SHARED_DATA", REPO / ".." / "shared" / "data")).resolve()
 CORPUS = SHARED / "en" / "train" / "pretrain" / "corpus.jsonl"
 VOCAB = SHARED / "en" / "vocab" / "bert-base-uncased" / "vocab.txt"
-COMMANDS = ("loader", "curate", "curate-score", "mine-flat", "mine-ivf", "eval")
+COMMANDS = ("loader", "curate", "curate-2w", "curate-score", "mine-flat", "mine-ivf", "eval")
 EVAL_QUERIES = 1000
 
 LOADER = """
@@ -118,8 +122,8 @@ def command(name: str, pairs: Path, model: Path, work: Path) -> list[str]:
     if name == "loader":
         return [*py, "-c", LOADER, str(pairs), str(VOCAB), str(work / "cache")]
     if name.startswith("curate"):
-        scorer = [f"scorer.model_path={model}"] if name == "curate-score" else []
-        return [*py, "-m", "ctem.cli.curate", f"input_files=[{pairs}]", f"output_dir={work / name}", "progress=false", *scorer, hydra]
+        extra = {"curate-score": [f"scorer.model_path={model}"], "curate-2w": ["engine.workers=2"]}.get(name, [])
+        return [*py, "-m", "ctem.cli.curate", f"input_files=[{pairs}]", f"output_dir={work / name}", "progress=false", *extra, hydra]
     if name.startswith("mine"):
         index = name.split("-")[1]
         return [*py, "-m", "ctem.cli.mine", f"model_path={model}", f"input={pairs}", f"output={work / name / 'mined.jsonl'}",
@@ -130,14 +134,35 @@ def command(name: str, pairs: Path, model: Path, work: Path) -> list[str]:
 
 
 def timed(cmd: list[str], threads: int) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of ``cmd`` (``/usr/bin/time``); stops on failure."""
+    """Wall seconds and peak RSS (MB) of ``cmd``'s process tree; stops on failure."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run(["/usr/bin/time", "-f", "TIME %e %M", *cmd], capture_output=True, text=True, env=env, cwd=REPO)
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(["/usr/bin/time", "-f", "TIME %e %M", *cmd], stdout=out, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
+        peak = tree_peak_rss(proc)
+        out.seek(0)
+        text = out.read()
     if proc.returncode != 0:
-        sys.exit(f"data_costs: {' '.join(cmd[:3])} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-    seconds, kb = re.findall(r"TIME (\S+) (\d+)", proc.stderr)[-1]
-    return float(seconds), int(kb) / 1024
+        sys.exit(f"data_costs: {' '.join(cmd[:3])} failed:\n{text[-4000:]}")
+    seconds, kb = re.findall(r"TIME (\S+) (\d+)", text)[-1]
+    return float(seconds), max(peak, int(kb) * 1024) / 2**20
+
+
+def tree_peak_rss(proc: subprocess.Popen, every: float = 0.1) -> int:
+    """The largest sum of resident bytes over ``proc`` and its descendants until it ends."""
+    import psutil
+
+    root, peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None:
+        total = 0
+        try:
+            for member in [root, *root.children(recursive=True)]:
+                total += member.memory_info().rss
+        except psutil.Error:  # a process ended while being read
+            pass
+        peak = max(peak, total)
+        time.sleep(every)
+    return peak
 
 
 def main(argv: Sequence[str] | None = None) -> None:
