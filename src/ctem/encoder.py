@@ -124,7 +124,7 @@ class EncoderSpec:
         """The spec of ``TextEncoder(**settings)`` (a ``model`` config node), its weights
         unread: the settings about them (``config``, ``lora``, ``compile``, ...) are only
         checked to be ``TextEncoder``'s."""
-        unknown = sorted(set(settings) - set(inspect.signature(TextEncoder.__init__).parameters) - {"self"})
+        unknown = sorted(set(settings) - set(inspect.signature(TextEncoder.__init__).parameters) - {"self", "spec"})
         if unknown:
             raise TypeError(f"TextEncoder got unexpected settings {unknown}")
         _check_one_source(settings.get("name_or_path"), settings.get("config"))
@@ -166,6 +166,8 @@ class TextEncoder(nn.Module):
             train; ``save_pretrained`` writes the merged weights.
         compile: compile the backbone with ``torch.compile`` (dynamic shapes; weights and
             saved files are unchanged).
+        spec: the ``EncoderSpec`` of these same settings, already loaded (its tokenizer is
+            used, not loaded again).
     """
 
     def __init__(
@@ -183,12 +185,14 @@ class TextEncoder(nn.Module):
         trust_remote_code: bool = False,
         compile: bool = False,
         lora: LoraConfig | dict[str, Any] | None = None,
+        spec: EncoderSpec | None = None,
     ) -> None:
         super().__init__()
         _check_one_source(name_or_path, config)
-        spec = EncoderSpec.load(
-            name_or_path, tokenizer, pooling, normalize, query_max_length, passage_max_length, query_instruction, trust_remote_code
-        )
+        if spec is None:
+            spec = EncoderSpec.load(
+                name_or_path, tokenizer, pooling, normalize, query_max_length, passage_max_length, query_instruction, trust_remote_code
+            )
         self.trust_remote_code = trust_remote_code
         self.pooling: str = spec.pooling
         self.normalize: bool = spec.normalize

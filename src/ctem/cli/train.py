@@ -48,15 +48,9 @@ def run(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str
     callbacks.append(RecordTrainedInstruction(cfg.model.get("query_instruction")))
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    check_before_weights(cfg)
+    spec, datamodule = check_before_weights(cfg)
     L.seed_everything(cfg.seed, workers=True)
-    encoder = instantiate(cfg.model)
-    datamodule = instantiate(
-        cfg.data,
-        tokenizer=encoder.tokenizer,
-        query_max_length=encoder.query_max_length,
-        passage_max_length=encoder.passage_max_length,
-    )
+    encoder = instantiate(cfg.model, _partial_=True)(spec=spec)  # the spec as is (not a config node)
     module = instantiate(cfg.stage, encoder=encoder)
     ckpt_path = cfg.get("ckpt_path") if cfg.get("train", True) else None
     if ckpt_path:
@@ -107,14 +101,18 @@ class RecordTrainedInstruction(L.Callback):
             record_trained_instruction(pl_module.encoder, trainer.datamodule, self.configured)
 
 
-def check_before_weights(cfg: DictConfig) -> None:
+def check_before_weights(cfg: DictConfig) -> tuple[EncoderSpec, StageData]:
     """Before the model's weights are downloaded or loaded (``model=hf``: minutes for a large
     hub model): the model's settings (``EncoderSpec``, from the tokenizer files alone), the
-    data's (its module built once on that tokenizer, reading no rows) and the objects the
-    stage is built from (its loss)."""
+    data's (its module, built on that tokenizer, reading no rows) and the objects the stage
+    is built from (its loss). Returns the spec (the encoder is built from it) and the data
+    module (trained on)."""
     spec: EncoderSpec = instantiate(cfg.model, _target_="ctem.encoder.EncoderSpec.of")
-    instantiate(cfg.data, tokenizer=spec.tokenizer, query_max_length=spec.query_max_length, passage_max_length=spec.passage_max_length)
+    datamodule = instantiate(
+        cfg.data, tokenizer=spec.tokenizer, query_max_length=spec.query_max_length, passage_max_length=spec.passage_max_length
+    )
     instantiate(cfg.stage, _partial_=True)
+    return spec, datamodule
 
 
 def check_output_folders(cfg: DictConfig) -> None:
