@@ -14,7 +14,9 @@ Parts (each prints its rows; ``all`` runs them in order)::
     cost         samples/s of one contrastive step per objective against plain InfoNCE
 
 Every training and evaluation is a documented command run in a subprocess (printed before
-it runs; ``--dry-run`` prints them only). Long on CPU (an hour or more per part except
+it runs; ``--dry-run`` prints them only). A command whose output is already in the work
+folder (a final model, an evaluation summary, a mined or scored file) is not run again, so
+a stopped part continues where it stopped. Long on CPU (an hour or more per part except
 ``duplicates`` and ``cost``)::
 
     python bench/objectives.py duplicates
@@ -61,14 +63,17 @@ def run(command: Sequence[str], dry_run: bool) -> None:
 
 
 def train(run_dir: Path, overrides: Sequence[str], dry_run: bool) -> Path:
-    """``python train.py`` into ``run_dir``; its final_model/."""
-    run([sys.executable, "train.py", *overrides, f"hydra.run.dir={run_dir}"], dry_run)
+    """``python train.py`` into ``run_dir`` (unless its final_model/ exists); its final_model/."""
+    if not (run_dir / "final_model").is_dir():
+        run([sys.executable, "train.py", *overrides, f"hydra.run.dir={run_dir}"], dry_run)
     return run_dir / "final_model"
 
 
 def evaluate(model: Path, out: Path, lang: str, dry_run: bool, *more: str) -> float | None:
-    """``ctem-eval`` of ``model`` on the ``lang`` dev suite; the overall average (x100)."""
-    run(["ctem-eval", f"model_path={model}", f"output_dir={out}", f"lang={lang}", "progress=false", *more], dry_run)
+    """``ctem-eval`` of ``model`` on the ``lang`` dev suite (unless ``out`` holds its
+    summary); the overall average (x100)."""
+    if not (out / "summary.csv").is_file():
+        run(["ctem-eval", f"model_path={model}", f"output_dir={out}", f"lang={lang}", "progress=false", *more], dry_run)
     if dry_run:
         return None
     with open(out / "summary.csv", encoding="utf-8") as handle:
@@ -136,8 +141,10 @@ def distill(args: argparse.Namespace) -> None:
     mined, scored = data / "mined.jsonl", data / "scored.jsonl"
     if not args.dry_run:
         data.mkdir(parents=True, exist_ok=True)
-    run(["ctem-mine", f"model_path={teacher}", f"input={EN_UNLABELED}", f"output={mined}", "mining.negative_number=7"], args.dry_run)
-    run(["ctem-score", f"teacher={teacher}", f"input={mined}", f"output={scored}"], args.dry_run)
+    if not mined.is_file():
+        run(["ctem-mine", f"model_path={teacher}", f"input={EN_UNLABELED}", f"output={mined}", "mining.negative_number=7"], args.dry_run)
+    if not scored.is_file():
+        run(["ctem-score", f"teacher={teacher}", f"input={mined}", f"output={scored}"], args.dry_run)
     common = ["lang=en", "stage=contrastive", "data=pairs", f"data.train_files=[{scored}]", "data.train_group_size=4",
               "data.batch_size=128", "model=bert_cpu", "model.tokenizer=${lang.vocab}", "trainer.max_steps=1000", "logger=csv"]
     scores = {}

@@ -58,6 +58,27 @@ def test_bi_encoder_scores_are_dot_products(tiny_model, tmp_path) -> None:
     assert sorted(os.listdir(tmp_path)) == ["in.jsonl", "scored.jsonl"]  # no temporary left
 
 
+def test_a_bi_encoder_embeds_each_text_once_across_calls(tiny_model) -> None:
+    """Mined negatives are other rows' positives: over the calls of one scoring run each
+    distinct passage is encoded once, and the scores are those of encoding afresh."""
+    teacher = load_teacher(str(tiny_model), batch_size=3)
+    encoded: list[str] = []
+    encode = teacher.encoder.encode
+
+    def counting(texts, **kwargs):
+        encoded.extend(texts)
+        return encode(texts, **kwargs)
+
+    teacher.encoder.encode = counting
+    queries, passages = sentences(4, seed=5), sentences(6, seed=6)
+    first = teacher.score([queries[0]] * 6, passages)
+    second = teacher.score(queries[1:] + [queries[0]], passages[3:] + passages[:1])
+    assert sorted(encoded) == sorted(set(queries) | set(passages))  # each text once
+    fresh = load_teacher(str(tiny_model), batch_size=3)
+    np.testing.assert_allclose(second, fresh.score(queries[1:] + [queries[0]], passages[3:] + passages[:1]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(first, fresh.score([queries[0]] * 6, passages), rtol=1e-5, atol=1e-6)
+
+
 def test_the_command_scores_with_the_teachers_recorded_instruction(tiny_model, tmp_path) -> None:
     """``ctem-score`` as its config runs it (in this process): a bi-encoder teacher scores
     queries with the instruction its folder records unless ``query_instruction`` is set."""

@@ -46,7 +46,9 @@ class Teacher(Protocol):
 
 
 class BiEncoderTeacher:
-    """A bi-encoder teacher: ``TextEncoder`` embeddings, score = dot product.
+    """A bi-encoder teacher: ``TextEncoder`` embeddings, score = dot product. Each distinct
+    query and passage is encoded once over all calls (memory: one embedding per distinct
+    text, as the rows themselves are all held).
 
     Args:
         encoder: the teacher encoder.
@@ -56,13 +58,22 @@ class BiEncoderTeacher:
     def __init__(self, encoder: TextEncoder, batch_size: int = 64) -> None:
         self.encoder = encoder
         self.batch_size = batch_size
+        # Embeddings of the texts seen so far, per side: mined negatives are other rows'
+        # positives, so across calls most passages repeat (each is embedded once).
+        self._seen: dict[bool, dict[str, np.ndarray]] = {True: {}, False: {}}
+
+    def embed(self, texts: Sequence[str], is_query: bool) -> np.ndarray:
+        """``[len(texts), H]`` embeddings; texts not seen before are encoded, once each."""
+        seen = self._seen[is_query]
+        new = list(dict.fromkeys(t for t in texts if t not in seen))
+        if new:
+            for text, vector in zip(new, self.encoder.encode(new, batch_size=self.batch_size, is_query=is_query)):
+                seen[text] = vector
+        return np.stack([seen[t] for t in texts]) if texts else np.zeros((0, self.encoder.dim), np.float32)
 
     def score(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:
-        unique_q, q_index = np.unique(np.asarray(queries, dtype=object), return_inverse=True)
-        unique_p, p_index = np.unique(np.asarray(passages, dtype=object), return_inverse=True)
-        q = self.encoder.encode(list(unique_q), batch_size=self.batch_size, is_query=True)
-        p = self.encoder.encode(list(unique_p), batch_size=self.batch_size)
-        return np.einsum("nh,nh->n", q[q_index], p[p_index]).astype(np.float32)
+        q, p = self.embed(queries, is_query=True), self.embed(passages, is_query=False)
+        return np.einsum("nh,nh->n", q, p).astype(np.float32)
 
 
 class CrossEncoderTeacher:
