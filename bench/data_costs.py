@@ -6,8 +6,9 @@ sentences and a positive of three, so rows are distinct at any size. Every comma
 its own process under ``/usr/bin/time`` (wall seconds, the process's peak resident memory),
 on a randomly initialised small BERT (2 layers, hidden 64, bert-base-uncased vocabulary):
 the model's cost per text is not what is measured, the growth is. Peak memory is the
-largest sum, over the command's process tree (worker processes included), of resident
-memory sampled every 0.1 s (and at least the peak ``/usr/bin/time`` reports).
+largest sum, over the command's process tree (worker processes included), of proportional
+set sizes sampled every 0.2 s (pages shared by forked workers counted once), and at least
+the largest single process's peak that ``/usr/bin/time`` reports.
 
 Commands:
 
@@ -145,19 +146,27 @@ def timed(cmd: list[str], threads: int) -> tuple[float, float]:
     if proc.returncode != 0:
         sys.exit(f"data_costs: {' '.join(cmd[:3])} failed:\n{text[-4000:]}")
     seconds, kb = re.findall(r"TIME (\S+) (\d+)", text)[-1]
-    return float(seconds), max(peak, int(kb) * 1024) / 2**20
+    return float(seconds), max(peak, int(kb) * 1024) / 2**20  # at least the largest single process
 
 
-def tree_peak_rss(proc: subprocess.Popen, every: float = 0.1) -> int:
-    """The largest sum of resident bytes over ``proc`` and its descendants until it ends."""
+def tree_peak_rss(proc: subprocess.Popen, every: float = 0.2) -> int:
+    """The largest sum of proportional set sizes (PSS: a page shared by k processes counts
+    1/k in each, so the sum is the memory the tree really holds) over ``proc`` and its
+    descendants until it ends (resident sizes where PSS cannot be read)."""
     import psutil
+
+    def held(member: psutil.Process) -> int:
+        try:
+            return member.memory_full_info().pss
+        except (psutil.AccessDenied, AttributeError):
+            return member.memory_info().rss
 
     root, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:
         total = 0
         try:
             for member in [root, *root.children(recursive=True)]:
-                total += member.memory_info().rss
+                total += held(member)
         except psutil.Error:  # a process ended while being read
             pass
         peak = max(peak, total)
