@@ -134,3 +134,54 @@ def test_worker_processes_give_the_one_process_output(tmp_path):
     assert _curated(tmp_path, "workers", files, tasks=3, workers=2) == one
     kept = [json.loads(line) for line in one[0]["b.jsonl"].decode("utf-8").splitlines()]
     assert kept and all("id" in row for row in kept)
+
+
+@pytest.mark.slow
+def test_slurm_job_arrays_give_the_one_process_output(tmp_path, monkeypatch):
+    """engine.executor=slurm: each stage a job array submitted with sbatch --wait (a local
+    stand-in for sbatch runs the array's tasks), the same output as one process."""
+    from ctem.curation.engine import SlurmSettings
+    from tests.helpers import fake_slurm
+
+    files = _two_files(tmp_path)
+    one = _curated(tmp_path, "one", files)
+    for key, value in fake_slurm.environment(fake_slurm.install(tmp_path / "slurm")).items():
+        monkeypatch.setenv(key, value)
+    assert _curated(tmp_path, "slurm", files, tasks=3, workers=3, slurm=SlurmSettings(partition="cpu")) == one
+    script = next((tmp_path / "slurm").glob("jobs")).read_text()
+    assert int(script) >= 3  # one array per stage (and datatrove's stats jobs)
+
+
+@pytest.mark.slow
+def test_a_failed_slurm_task_is_one_line(tmp_path, monkeypatch):
+    from ctem.curation.engine import SlurmSettings, StageFailed
+    from tests.helpers import fake_slurm
+
+    files = _two_files(tmp_path)
+    for key, value in fake_slurm.environment(fake_slurm.install(tmp_path / "slurm")).items():
+        monkeypatch.setenv(key, value)
+    broken = SlurmSettings(partition="cpu", env_command="exit 3")  # every job fails before it starts
+    with pytest.raises(StageFailed, match=r"stage sign: sbatch exited with status 3; logs in .*logs/sign"):
+        curate(files, tmp_path / "out", dedup=DedupSettings(), on_bad_row="skip", show_progress=False, tasks=2, slurm=broken)
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("override, message", [
+    ("engine.executor=ray", "engine.executor=ray: must be one of local, slurm"),
+    ("engine.workers=0", "engine.workers=0: must be a whole number of at least 1"),
+    ("engine.tasks=2.5", "engine.tasks=2.5: must be a whole number of at least 1"),
+])  # fmt: skip
+def test_engine_settings_are_refused_before_any_work(tmp_path, override, message):
+    from hydra import compose, initialize_config_dir
+
+    from ctem.cli.curate import run
+    from ctem.config import config_dir, register_resolvers
+    from ctem.settings import SettingError
+
+    src = write_jsonl(tmp_path / "in" / "a.jsonl", [{"query": "q", "pos": ["p"]}])
+    register_resolvers()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose(config_name="curate", overrides=[f"input_files=[{src}]", f"output_dir={tmp_path / 'out'}", override])
+    with pytest.raises(SettingError, match=message.replace(".", r"\.")):
+        run(cfg)
+    assert not (tmp_path / "out").exists()

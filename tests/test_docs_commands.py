@@ -15,7 +15,7 @@ runs here, or is marked with the reason it cannot:
                                              that command does not run
 
 REASON starts with one of ``SKIP_REASONS``: "needs a GPU", "needs network" (hub models such
-as BAAI/bge-*), "needs hours", "covered by CI" (.ci/run already runs it: the install, the
+as BAAI/bge-*), "needs hours", "needs a SLURM cluster", "covered by CI" (.ci/run already runs it: the install, the
 test suite). A command documented to fail is marked ``docs-test: exit N (MESSAGE)`` (either
 place): it runs and must exit with status N and print MESSAGE.
 
@@ -60,7 +60,7 @@ SHARED_DATA = Path(os.environ.get("CTEM_SHARED_DATA", REPO.parent / "shared" / "
 HAVE_SHARED = (SHARED_DATA / "train").is_dir() and (SHARED_DATA / "eval" / "cmteb-dev").is_dir()
 QUICKSTART_SAMPLE = REPO / "src" / "ctem" / "assets" / "quickstart" / "train.jsonl"
 TIMEOUT_S = 600
-SKIP_REASONS = ("needs a GPU", "needs network", "needs hours", "covered by CI")
+SKIP_REASONS = ("needs a GPU", "needs network", "needs hours", "needs a SLURM cluster", "covered by CI")
 
 # Placeholders and inputs of the docs -> what the test gives them: (doc, text in the command,
 # replacement, why). "{name}" in a replacement is the path the fixture `name` below returns.

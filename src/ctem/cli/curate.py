@@ -17,7 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from ctem.cli import input_errors_as_messages, refuse_moved_overrides, signals_as_messages
 from ctem.config import config_dir, register_resolvers
 from ctem.curation import CurationReport, Decontaminator, PairScorer, TextNormalizer, curate
-from ctem.curation.engine import DedupSettings
+from ctem.curation.engine import EXECUTORS, DedupSettings, SlurmSettings
 from ctem.curation.textnorm import UNITS
 from ctem.settings import SettingError
 
@@ -40,8 +40,10 @@ def check_threshold(threshold: Any, scorer: str | None) -> None:
 
 
 def check_engine(engine: DictConfig) -> None:
-    """Before any work: ``engine.workers`` (and ``engine.tasks`` unless null) are whole
-    numbers of at least 1."""
+    """Before any work: ``engine.executor`` is known, ``engine.workers`` (and
+    ``engine.tasks`` unless null) are whole numbers of at least 1."""
+    if engine.executor not in EXECUTORS:
+        raise SettingError("engine.executor", engine.executor, f"must be one of {', '.join(EXECUTORS)}")
     for key in ("workers", "tasks"):
         value = engine[key]
         if key == "tasks" and value is None:
@@ -129,6 +131,7 @@ def run(cfg: DictConfig) -> CurationReport:
         settings=settings,
         tasks=cfg.engine.tasks,
         workers=cfg.engine.workers,
+        slurm=SlurmSettings(**OmegaConf.to_container(cfg.engine.slurm, resolve=True)) if cfg.engine.executor == "slurm" else None,
     )
     print("\n" + report.table())
     if report.scores is not None and report.scores.total:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import subprocess
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,13 +35,14 @@ from typing import Any, Callable, Iterator, Sequence, TextIO
 
 import multiprocess
 import numpy as np
-from datatrove.executor import LocalPipelineExecutor
+from datatrove.executor import LocalPipelineExecutor, SlurmPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 
 from ctem.curation.decontaminate import Decontaminator
 from ctem.curation.dedup import EXACT_DUPLICATE, NEAR_DUPLICATE
 from ctem.curation.minhash import KEY_BYTES, MinHasher, band_keys, lsh_bands
 from ctem.curation.textnorm import TextNormalizer, text_digest
+from ctem.errors import CtemInputError
 from ctem.rows import DataFormatError, RowLocation, check_row, iter_jsonl_lines, parse_jsonl_line
 
 # A pair's decision (``duplicate_reasons``): kept so far, or the duplicate reason's index.
@@ -173,6 +175,8 @@ class CurationPlan:
     on_bad_row: str = "error"
     # progress bars (only where the stages run in the calling process)
     show_progress: bool = False
+    # where the stages run: None, this machine (datatrove's local executor); else SLURM
+    slurm: "SlurmSettings | None" = None
 
     @property
     def tasks(self) -> int:
@@ -452,26 +456,68 @@ class CurationStep(PipelineStep):
         self.work(self.plan, rank)
 
 
+@dataclass(frozen=True)
+class SlurmSettings:
+    """``engine.executor=slurm``: each stage is a SLURM job array submitted with
+    ``sbatch --wait`` (datatrove's ``SlurmPipelineExecutor``), one array task per curation
+    task. The work folder (inside ``output_dir``) must be on a file system the nodes share."""
+
+    partition: str | None = None
+    time: str = "04:00:00"
+    cpus_per_task: int = 1
+    mem_per_cpu_gb: int = 2
+    qos: str | None = None
+    # more #SBATCH directives, e.g. {"account": "proj"}
+    sbatch_args: dict[str, Any] = field(default_factory=dict)
+    # a shell line run before each job (e.g. "source .venv/bin/activate"); None: the
+    # submitting shell's environment is exported as is
+    env_command: str | None = None
+
+
+EXECUTORS = ("local", "slurm")
+
+
+class StageFailed(CtemInputError):
+    """A stage's tasks did not all complete (a SLURM job failed or was cancelled, for its
+    resources or environment, which the user fixes): one line naming the stage's logs."""
+
+
 def run_stage(plan: CurationPlan, work: Callable[[CurationPlan, int], None], tasks: int, workers: int) -> None:
-    """Run ``work(plan, rank)`` for every rank in ``range(tasks)`` on datatrove's local
-    executor, ``workers`` at a time. Its logs, stats and completion marks go to
-    ``work_dir/logs/<stage>``, and so does what it writes to standard error (datatrove's
-    log lines); progress bars in this process go to the real standard error."""
+    """Run ``work(plan, rank)`` for every rank in ``range(tasks)``, ``workers`` at a time, on
+    datatrove's local executor (``plan.slurm`` ``None``) or as a SLURM job array (returns
+    when the array has ended). Logs, stats and completion marks go to
+    ``work_dir/logs/<stage>``, and so does what the stage writes to standard error
+    (datatrove's log lines); progress bars in this process go to the real standard error."""
     folder = plan.path("logs", work.__name__)
     folder.mkdir(parents=True, exist_ok=True)
-    executor = LocalPipelineExecutor(
-        [CurationStep(plan, work)],
-        tasks=tasks,
-        workers=min(workers, tasks),
-        logging_dir=str(folder),
-        skip_completed=False,
-        start_method="forkserver",
-    )
-    # Worker processes fork from one server process that has imported curation (and torch)
-    # once, instead of each importing it again.
-    multiprocess.get_context("forkserver").set_forkserver_preload(["ctem.curation.pipeline"])
+    steps = [CurationStep(plan, work)]
+    if plan.slurm is not None:
+        s = plan.slurm
+        executor: LocalPipelineExecutor | SlurmPipelineExecutor = SlurmPipelineExecutor(
+            steps, tasks=tasks, workers=workers, time=s.time, partition=s.partition, cpus_per_task=s.cpus_per_task,
+            mem_per_cpu_gb=s.mem_per_cpu_gb, qos=s.qos, job_name=f"ctem-curate-{work.__name__}", env_command=s.env_command,
+            sbatch_args={"wait": "", **s.sbatch_args}, logging_dir=str(folder), skip_completed=False, requeue=False,
+            with_srun=False,
+        )  # fmt: skip
+    else:
+        executor = LocalPipelineExecutor(
+            steps, tasks=tasks, workers=min(workers, tasks), logging_dir=str(folder), skip_completed=False, start_method="forkserver"
+        )
+        # Worker processes fork from one server process that has imported curation (and
+        # torch) once, instead of each importing it again.
+        multiprocess.get_context("forkserver").set_forkserver_preload(["ctem.curation.pipeline"])
     with _stderr_to(folder / "stderr.log"):
-        executor.run()
+        try:
+            executor.run()
+        except subprocess.CalledProcessError as err:
+            raise StageFailed(f"stage {work.__name__}: {' '.join(map(str, err.cmd[:1]))} exited with status {err.returncode}; "
+                              f"logs in {folder}") from None  # fmt: skip
+    if plan.slurm is not None:
+        executor.skip_completed = True  # count the completion marks the array's tasks left
+        missing = executor.get_incomplete_ranks()
+        if missing:
+            raise StageFailed(f"stage {work.__name__}: {len(missing)} of {tasks} SLURM task(s) did not complete "
+                              f"(first: {missing[0]}); logs in {folder}")  # fmt: skip
 
 
 _CONSOLE: list[TextIO] = []
@@ -507,6 +553,8 @@ __all__ = [
     "DedupSettings",
     "Segment",
     "SignedShard",
+    "SlurmSettings",
+    "StageFailed",
     "concatenate",
     "console",
     "duplicate_reasons",

@@ -60,6 +60,7 @@ from ctem.curation.engine import (
     DedupSettings,
     Segment,
     SignedShard,
+    SlurmSettings,
     concatenate,
     console,
     duplicate_reasons,
@@ -259,6 +260,7 @@ def curate(
     settings: dict[str, Any] | None = None,
     tasks: int | None = None,
     workers: int = 1,
+    slurm: SlurmSettings | None = None,
 ) -> CurationReport:
     """Curate ``input_files`` (paths, globs, folders) into ``output_dir`` and save the report.
 
@@ -278,7 +280,9 @@ def curate(
         show_progress: a progress bar per file (when the work runs in this process).
         settings: recorded as-is in the report (the run's configuration).
         tasks: contiguous line ranges the input is cut into (default: ``workers``).
-        workers: tasks run at once, each in its own process (1: in this process).
+        workers: tasks run at once, each in its own process (1: in this process; with
+            ``slurm``, SLURM array tasks at once).
+        slurm: run each stage as a SLURM job array (``None``: on this machine).
     Returns:
         The report (also written as ``report.json`` / ``report.md`` / ``score_hist.png``).
     """
@@ -301,7 +305,7 @@ def curate(
             files=files, segments=plan_segments(files, tasks or workers), work_dir=str(staging / "work"),
             validate=validate_curation_row, normalizer=normalizer, dedup=dedup, decontaminator=decontaminator,
             scorer=build_scorer, threshold=threshold, score_decimals=score_decimals, rows_per_batch=rows_per_batch,
-            on_bad_row=on_bad_row, show_progress=show_progress and workers == 1,
+            on_bad_row=on_bad_row, show_progress=show_progress and workers == 1 and slurm is None, slurm=slurm,
         )  # fmt: skip
         run_stage(plan, sign, plan.tasks, workers)
         if on_bad_row == "error" and (error := _first_bad_row(plan)) is not None:
