@@ -43,9 +43,9 @@ Run (one seed is about an hour on 2 idle cores with the defaults)::
 
 Speed alone: ``--time-runs N`` retrains every framework N more times on the negatives the
 work folder already holds (first seed, frameworks alternating: ctem, st, flag, ctem, ...,
-so a change in the machine's load falls on all of them), evaluates nothing, and prints each
-run's seconds with the load average before it, and the median samples/s as a ratio to
-ctem's. Run it on an idle machine, after a full run has mined::
+so a change in the machine's load falls on all of them; each with the tokenised-data cache
+its comparison run left), evaluates nothing, and prints each run's seconds with the load
+average before it, and the median samples/s as a ratio to ctem's. Run it on an idle machine, after a full run has mined::
 
     python bench/finetune_compare.py --seeds 0 --time-runs 3 --flag-hn-mine PATH/TO/hn_mine.py
 """
@@ -424,8 +424,12 @@ def time_training(args: argparse.Namespace, work: Path, frameworks: list[str]) -
     missing = [name for name in frameworks if not done(work / "mined" / name / ".done.json")]
     if missing:
         raise SystemExit(f"[bench] --time-runs needs mined negatives in {work}/mined for {', '.join(missing)}: run the comparison first")
-    # Runs, logs and caches of the timed runs live in timing/ (the comparison's stay as they are).
+    # Runs and logs of the timed runs live in timing/ (the comparison's stay as they are),
+    # with copies of the comparison's tokenised-data caches: every framework starts warm.
     seed, runs, timing = args.seeds[0], {name: [] for name in frameworks}, work / "timing"
+    for cache in ("datasets-cache", "flag-cache"):
+        if (work / cache).is_dir() and not (timing / cache).exists():
+            shutil.copytree(work / cache, timing / cache)
     for i in range(args.time_runs):
         for name in frameworks:
             out = timing / "models" / f"{name}-{i}"
@@ -437,7 +441,7 @@ def time_training(args: argparse.Namespace, work: Path, frameworks: list[str]) -
             print(f"[bench] timing {name} run {i + 1}: {seconds:.1f} s (load before {load:.1f})", flush=True)
     samples = args.steps * args.batch_size
     reference = samples / statistics.median(s for s, _ in runs[frameworks[0]])
-    print(f"\nTraining command, whole process (start-up and export included; caches built by each framework's first run; {args.steps} steps x {args.batch_size} queries x {args.group_size} passages, "
+    print(f"\nTraining command, whole process (start-up and export included, data caches warm; {args.steps} steps x {args.batch_size} queries x {args.group_size} passages, "
           f"{args.threads} threads); ratio = median samples/s / {frameworks[0]}'s:")
     print("| framework | runs: seconds (load before) | median s | samples/s | ratio |\n|---|---|---|---|---|")
     for name in frameworks:
