@@ -31,8 +31,10 @@ from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
+import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from ctem.distributed import RankShards
 from ctem.encoder import TextEncoder
 from ctem.encoding import EncodeFn, EncoderAdapter
 from ctem.files import atomic_path, atomic_writer, check_not_inputs
@@ -466,6 +468,27 @@ def _merge(results: list[MiningResult]) -> MiningResult:
     return merged
 
 
+def _mine_shared(miner: HardNegativeMiner, rows: list[dict[str, Any]], pool: Sequence[str] | None, ranks: tuple[int, int]) -> MiningResult:
+    """``miner.mine(rows, pool)`` with the search and sampling shared over ``ranks``
+    (``(rank, world)``; every rank encodes alike): each rank takes every ``world``-th row,
+    and the negatives and counts are gathered."""
+    rank, world = ranks
+    shards = RankShards.split(len(rows), rank, world)
+    result = miner.mine(rows, pool, indices=shards.mine.tolist())
+    if world == 1:
+        return result
+    counts: list[Any] = [None] * world
+    dist.all_gather_object(counts, (result.short_rows, result.dropped_false_negatives))
+    return MiningResult(
+        negatives=shards.gather_objects(result.negatives),
+        pool_size=result.pool_size,
+        short_rows=sum(c[0] for c in counts),
+        dropped_false_negatives=sum(c[1] for c in counts),
+        seconds=result.seconds,
+        timings=result.timings,
+    )
+
+
 def mine_jsonl(
     encoder: EncodeFn | TextEncoder,
     input_files: str | Sequence[str],
@@ -476,6 +499,7 @@ def mine_jsonl(
     on_bad_row: OnBadRow = "error",
     pool_scope: Literal["file", "all"] = "file",
     write: bool = True,
+    ranks: tuple[int, int] = (0, 1),
 ) -> MiningResult:
     """Mine negatives for the rows of ``input_files`` and write them to ``output``
     (atomically; refused when ``output`` is an input; ``write=False``: mine only, as the
@@ -487,6 +511,10 @@ def mine_jsonl(
     except ``neg``, which holds the mined negatives (a teacher's ``pos_scores`` /
     ``neg_scores`` no longer match it and are dropped: score again with ``ctem-score``); rows skipped under
     ``on_bad_row=skip`` are left out and reported.
+
+    ``ranks`` = ``(rank, world)`` of a sharded run (every rank calls this together, with a
+    collective ``encoder``): each rank searches and samples for every ``world``-th row and
+    the negatives are gathered in row order, equal to one process's.
     """
     config = config or MiningConfig()
     if pool_scope not in ("file", "all"):
@@ -504,9 +532,9 @@ def mine_jsonl(
             log.warning("candidate pool: %s", pool_report.summary())
         if not pool:
             raise no_rows(f"candidate pool {describe_source(candidate_pool_files)}", pool_report)
-        result = miner.mine(rows, pool)
+        result = _mine_shared(miner, rows, pool, ranks)
     elif pool_scope == "all":
-        result = miner.mine(rows)
+        result = _mine_shared(miner, rows, None, ranks)
     else:
         groups: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
@@ -514,7 +542,7 @@ def mine_jsonl(
         results = []
         for source, group in groups.items():
             log.info("mining %d rows of %s", len(group), source)
-            results.append(miner.mine(group))
+            results.append(_mine_shared(miner, group, None, ranks))
         result = _merge(results)
         rows = [row for group in groups.values() for row in group]
     written = ({**stale_scores_dropped(row["original"]), "neg": negatives} for row, negatives in zip(rows, result.negatives))

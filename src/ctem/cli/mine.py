@@ -36,8 +36,8 @@ def run(cfg: DictConfig) -> MiningResult:
 
     Started by ``torchrun --nproc_per_node N -m ctem.cli.mine ...``, the N ranks each encode
     a share of the texts (``EncoderAdapter``: length-sorted, round-robin, gathered back in
-    order), every rank searches the same gathered embeddings, and rank 0 alone writes the
-    output: the result equals one process's.
+    order), each searches and samples for every N-th row (the negatives gathered back in
+    row order), and rank 0 alone writes the output: the result equals one process's.
     """
     config: MiningConfig = instantiate(cfg.mining)
     check_mining_paths(_plain(cfg.input), cfg.output, _plain(cfg.candidate_pool))  # before the model loads
@@ -63,6 +63,7 @@ def run(cfg: DictConfig) -> MiningResult:
             on_bad_row=cfg.on_bad_row,
             pool_scope=cfg.pool_scope,
             write=ranks.rank == 0,
+            ranks=(ranks.rank, ranks.world),
         )
         if ranks.rank == 0:
             print(f"[ctem-mine] {result.summary(config.negative_number)}", flush=True)
