@@ -220,10 +220,12 @@ class SignedShard:
         path.with_suffix(".pkl").write_bytes(pickle.dumps((self.errors, self.contaminated)))
 
     @classmethod
-    def load(cls, path: Path, arrays: bool = True) -> "SignedShard":
+    def load_rows(cls, path: Path) -> "SignedShard":
+        """The shard saved at ``path`` without its pair arrays (``None``): its rows' status,
+        errors and contamination, what stage 3 reads."""
         errors, contaminated = pickle.loads(path.with_suffix(".pkl").read_bytes())
         with np.load(path) as data:
-            values = {k: data[k] for k in ARRAY_FIELDS} if arrays else {k: data[k] if k == "row_status" else None for k in ARRAY_FIELDS}
+            values = {k: data[k] if k == "row_status" else None for k in ARRAY_FIELDS}
         return cls(errors=errors, contaminated=contaminated, **values)
 
 
@@ -278,7 +280,11 @@ class PairSigner:
             "query_signed": np.zeros(0, bool),
             "positive_signed": np.zeros(0, bool),
         }
-        return {k: np.concatenate([b[k] for b in self._blocks]) if self._blocks else v for k, v in empty.items()}
+        if not self._blocks:
+            return empty
+        # one field at a time, each block's part released as it is copied: the blocks and
+        # their concatenation never coexist whole
+        return {k: np.concatenate([block.pop(k) for block in self._blocks]) for k in empty}
 
 
 def _digests(values: Sequence[bytes]) -> np.ndarray:
@@ -345,17 +351,19 @@ def _pairs_within(members: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, n
     return src[keep], dst[keep]
 
 
-def _neighbours(digests: np.ndarray, keys: np.ndarray, signed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Texts and the texts they match. Returns ``(text, indptr, adjacent)``: ``text[i]`` is
-    item ``i``'s distinct-text id, and text ``t`` matches ``adjacent[indptr[t]:indptr[t+1]]``
-    (itself included): equal digests, or both signed and one LSH band key equal."""
-    _, first, text = np.unique(_void(digests), return_index=True, return_inverse=True)
+def _neighbours(digests: np.ndarray, keys: np.ndarray, signed: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Texts and the texts they match, among the pairs ``items`` (indices into the arrays,
+    which are read in place: the band keys are never copied whole). Returns
+    ``(text, indptr, adjacent)``: ``text[i]`` is item ``i``'s distinct-text id, and text ``t``
+    matches ``adjacent[indptr[t]:indptr[t+1]]`` (itself included): equal digests, or both
+    signed and one LSH band key equal."""
+    _, first, text = np.unique(_void(digests[items]), return_index=True, return_inverse=True)
     count = len(first)
     src, dst = [np.arange(count)], [np.arange(count)]
-    signed_texts = first[signed[first]]
+    signed_texts = first[signed[items[first]]]
     ids = text[signed_texts]
     for band in range(keys.shape[1]):
-        order, group = _groups(_void(keys[signed_texts, band]))
+        order, group = _groups(_void(keys[items[signed_texts], band]))
         sizes = np.bincount(group)
         shared = sizes[group] > 1
         if shared.any():
@@ -377,12 +385,13 @@ def _expand(items: np.ndarray, indptr: np.ndarray, adjacent: np.ndarray, of: np.
     return item, adjacent[np.repeat(indptr[of], counts) + offset]
 
 
-def near_duplicates(shard: SignedShard) -> np.ndarray:
-    """``[pairs]`` bool: pair ``k`` matches an earlier kept pair (query matches query AND
-    positive matches positive), deciding pairs in order as ``PairDeduplicator`` does."""
-    n = len(shard.pair_digest)
-    q_text, q_ptr, q_adj = _neighbours(shard.query_digest, shard.query_keys, shard.query_signed)
-    p_text, p_ptr, p_adj = _neighbours(shard.positive_digest, shard.positive_keys, shard.positive_signed)
+def near_duplicates(shard: SignedShard, items: np.ndarray) -> np.ndarray:
+    """``[len(items)]`` bool: pair ``items[k]`` matches an earlier kept pair of ``items``
+    (query matches query AND positive matches positive), deciding pairs in order as
+    ``PairDeduplicator`` does (``items`` ascending)."""
+    n = len(items)
+    q_text, q_ptr, q_adj = _neighbours(shard.query_digest, shard.query_keys, shard.query_signed, items)
+    p_text, p_ptr, p_adj = _neighbours(shard.positive_digest, shard.positive_keys, shard.positive_signed, items)
     width = int(p_text.max(initial=0)) + 1
     # candidate (query text, positive text) combinations each pair matches ...
     k, q = _expand(np.arange(n), q_ptr, q_adj, q_text)
@@ -422,22 +431,27 @@ def duplicate_reasons(shard: SignedShard, dedup: DedupSettings) -> np.ndarray:
         reasons[first] = KEPT
     if dedup.near:
         live = np.flatnonzero(reasons == KEPT)
-        sub = SignedShard(
-            shard.row_status, [], [], shard.pair_digest[live], shard.query_digest[live], shard.positive_digest[live],
-            shard.query_keys[live], shard.positive_keys[live], shard.query_signed[live], shard.positive_signed[live],
-        )  # fmt: skip
-        reasons[live[near_duplicates(sub)]] = NEAR
+        reasons[live[near_duplicates(shard, live)]] = NEAR
     return reasons
 
 
-def concatenate(shards: Sequence[SignedShard]) -> SignedShard:
-    """The shards of all tasks as one, in task order."""
-    return SignedShard(
-        np.concatenate([s.row_status for s in shards]),
-        [e for s in shards for e in s.errors],
-        [c for s in shards for c in s.contaminated],
-        *(np.concatenate([getattr(s, k) for s in shards]) for k in ARRAY_FIELDS[1:]),
-    )
+def load_concatenated(paths: Sequence[Path]) -> tuple[SignedShard, list[int]]:
+    """The pair arrays and row status of the signed shards at ``paths`` as one, in task order
+    (errors and contamination are not read: stage 2 needs neither), and each shard's pair
+    count. Read one field at a time, so the parts and the whole coexist for one field only
+    (memory: about one copy of every pair's digests and band keys, ~340 bytes a pair)."""
+    values: dict[str, np.ndarray] = {}
+    counts: list[int] = []
+    for key in ARRAY_FIELDS:
+        parts = []
+        for path in paths:
+            with np.load(path) as data:
+                parts.append(data[key])
+        if key == "pair_digest":
+            counts = [len(part) for part in parts]
+        values[key] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        del parts
+    return SignedShard(errors=[], contaminated=[], **values), counts
 
 
 # ------------------------------------------------------------------------------ the steps
@@ -555,9 +569,9 @@ __all__ = [
     "SignedShard",
     "SlurmSettings",
     "StageFailed",
-    "concatenate",
     "console",
     "duplicate_reasons",
+    "load_concatenated",
     "near_duplicates",
     "plan_segments",
     "run_stage",

@@ -61,9 +61,9 @@ from ctem.curation.engine import (
     Segment,
     SignedShard,
     SlurmSettings,
-    concatenate,
     console,
     duplicate_reasons,
+    load_concatenated,
     plan_segments,
     run_stage,
     segment_rows,
@@ -168,9 +168,10 @@ def sign(plan: CurationPlan, rank: int) -> None:
 
 def decide(plan: CurationPlan, rank: int) -> None:
     """Stage 2 (one task): every pair's duplicate decision, saved per task of stage 1."""
-    shards = [SignedShard.load(_shard_path(plan, "sign", r, ".npz")) for r in range(plan.tasks)]
-    reasons = duplicate_reasons(concatenate(shards), plan.dedup)
-    bounds = np.cumsum([len(s.pair_digest) for s in shards])[:-1]
+    shard, counts = load_concatenated([_shard_path(plan, "sign", r, ".npz") for r in range(plan.tasks)])
+    reasons = duplicate_reasons(shard, plan.dedup)
+    del shard
+    bounds = np.cumsum(counts)[:-1]
     for r, part in enumerate(np.split(reasons, bounds)):
         path = _shard_path(plan, "decide", r, ".npy")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -180,7 +181,7 @@ def decide(plan: CurationPlan, rank: int) -> None:
 def _checked_rows(plan: CurationPlan, rank: int) -> Iterator[tuple[Segment, Iterator[dict[str, Any]]]]:
     """Task ``rank``'s rows per segment, each with ``reasons`` per positive (``KEEP`` = kept
     so far) and the evaluation ``tasks`` it overlaps, from stages 1 and 2."""
-    shard = SignedShard.load(_shard_path(plan, "sign", rank, ".npz"), arrays=False)
+    shard = SignedShard.load_rows(_shard_path(plan, "sign", rank, ".npz"))
     decided = _shard_path(plan, "decide", rank, ".npy")
     reasons = np.load(decided) if decided.exists() else None
     contaminated = iter(shard.contaminated)
@@ -237,7 +238,7 @@ def write(plan: CurationPlan, rank: int) -> None:
 def _first_bad_row(plan: CurationPlan) -> DataFormatError | None:
     """The first bad row of the input (stage 1's records, in input order)."""
     for rank in range(plan.tasks):
-        shard = SignedShard.load(_shard_path(plan, "sign", rank, ".npz"), arrays=False)
+        shard = SignedShard.load_rows(_shard_path(plan, "sign", rank, ".npz"))
         if shard.errors:
             return DataFormatError.from_record(shard.errors[0])
     return None
