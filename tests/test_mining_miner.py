@@ -145,6 +145,22 @@ def test_indices_mine_a_share_but_encode_everything():
     assert encoder.calls[0] == (len(rows), True)
 
 
+def test_search_blocks_change_nothing():
+    """Results are consumed one block of ``search_batch_size`` queries at a time (bounded
+    memory): blocks that do not divide the rows, with and without ``indices``, give the
+    one-block negatives."""
+    table = _vectors()
+    rows = _rows(table)
+    one = MiningConfig(range=(2, 30), negative_number=5, seed=3, false_negative_margin=0.0, show_progress=False)
+    blocks = MiningConfig(range=(2, 30), negative_number=5, seed=3, false_negative_margin=0.0, show_progress=False, search_batch_size=7)
+    full = HardNegativeMiner(TableEncoder(table), one).mine(rows)
+    chunked = HardNegativeMiner(TableEncoder(table), blocks).mine(rows)
+    assert chunked.negatives == full.negatives
+    assert (chunked.short_rows, chunked.dropped_false_negatives) == (full.short_rows, full.dropped_false_negatives)
+    part = HardNegativeMiner(TableEncoder(table), blocks).mine(rows, indices=range(11, 53))
+    assert part.negatives == full.negatives[11:53]
+
+
 def test_seed_changes_the_sample():
     table = _vectors()
     rows = _rows(table)

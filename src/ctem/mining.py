@@ -28,7 +28,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 import torch.distributed as dist
@@ -231,18 +231,17 @@ def build_index(passages: np.ndarray, config: MiningConfig) -> Any:
 
 def search(
     queries: np.ndarray, passages: np.ndarray, top_k: int, config: MiningConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """Scores and pool indices ``[Q, top_k]`` of each query's nearest passages, best first
-    (index ``-1`` where the pool has fewer than ``top_k`` entries)."""
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """The queries' nearest passages, ``config.search_batch_size`` queries at a time:
+    ``(start, scores, ids)`` with scores and pool indices ``[block, top_k]`` of queries
+    ``start, start + 1, ...``, best first (index ``-1`` where the pool has fewer than
+    ``top_k`` entries). One block's results are held at a time, never every query's."""
     index = build_index(np.ascontiguousarray(passages, dtype=np.float32), config)
     top_k = min(top_k, len(passages))
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
-    scores = np.empty((len(queries), top_k), dtype=np.float32)
-    ids = np.empty((len(queries), top_k), dtype=np.int64)
     step = config.search_batch_size
     for start in tqdm(range(0, len(queries), step), desc="search", disable=not config.show_progress, leave=False):
-        scores[start : start + step], ids[start : start + step] = index.search(queries[start : start + step], top_k)
-    return scores, ids
+        scores, ids = index.search(np.ascontiguousarray(queries[start : start + step], dtype=np.float32), top_k)
+        yield start, scores, ids
 
 
 # --------------------------------------------------------------------------- the miner
@@ -321,22 +320,21 @@ class HardNegativeMiner:
         timings["encode"] = time.perf_counter() - start
         positive_floor = self._positive_floor(rows, pool, q_emb, p_emb)
         indices = list(range(len(rows))) if indices is None else list(indices)
-        tick = time.perf_counter()
-        if indices:
-            scores, ids = search(q_emb[indices], p_emb, cfg.range[1], cfg)
-        else:
-            scores, ids = np.empty((0, 0), np.float32), np.empty((0, 0), np.int64)
-        timings["search"] = time.perf_counter() - tick
         result = MiningResult(negatives=[], pool_size=len(pool), timings=timings)
         pool_keys = [_key(text) for text in pool]
-        for slot, row_index in enumerate(indices):
-            floor = None if positive_floor is None else float(positive_floor[row_index])
-            negatives, dropped = self._select(
-                row_index, rows[row_index], encoded_queries[row_index], scores[slot], ids[slot], pool, pool_keys, floor
-            )
-            result.negatives.append(negatives)
-            result.dropped_false_negatives += dropped
-            result.short_rows += len(negatives) < cfg.negative_number
+        # each block of search results is consumed (negatives chosen) before the next is made
+        timings["search"], tick = 0.0, time.perf_counter()
+        for first, scores, ids in search(q_emb[indices], p_emb, cfg.range[1], cfg) if indices else ():
+            timings["search"] += time.perf_counter() - tick
+            for slot, row_index in enumerate(indices[first : first + len(ids)]):
+                floor = None if positive_floor is None else float(positive_floor[row_index])
+                negatives, dropped = self._select(
+                    row_index, rows[row_index], encoded_queries[row_index], scores[slot], ids[slot], pool, pool_keys, floor
+                )
+                result.negatives.append(negatives)
+                result.dropped_false_negatives += dropped
+                result.short_rows += len(negatives) < cfg.negative_number
+            tick = time.perf_counter()
         result.seconds = time.perf_counter() - start
         return result
 
