@@ -80,7 +80,7 @@ class MiningConfig:
             callback under DDP uses each rank's own GPU).
         index: ``flat`` (exact ``IndexFlatIP``) or ``ivf`` (``IndexIVFFlat``, for very large pools).
         nlist / nprobe: IVF cells and cells searched per query.
-        search_batch_size: queries per faiss search call.
+        search_batch_size: queries per faiss search call (and rows whose results are held at once).
         batch_size: texts per forward pass when the encoder is a ``TextEncoder``.
         show_progress: progress bars for encoding and search.
     """
