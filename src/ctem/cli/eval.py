@@ -111,9 +111,12 @@ def run(cfg: DictConfig) -> list[TaskResult]:
         first = ranks.rank == 0
         device = ranks.device or cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
         encoder = TextEncoder.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code).to(device)
+        # every task's texts are encoded once here: keeping their tokenised batches (the
+        # training callback's reuse across evaluations) would only hold memory that grows
+        # with the corpus
         adapter = EncoderAdapter(
-            encoder, batch_size=config.batch_size, max_length=config.max_length, rank=ranks.rank, world_size=ranks.world,
-            show_progress=cfg.progress and first,
+            encoder, batch_size=config.batch_size, max_length=config.max_length, cache_tokenization=False,
+            rank=ranks.rank, world_size=ranks.world, show_progress=cfg.progress and first,
         )
 
         def start(task: Task) -> None:
