@@ -80,6 +80,24 @@ def test_exact_search_matches_brute_force_and_faiss() -> None:
     np.testing.assert_allclose(scores, f_scores, atol=1e-5)
 
 
+def test_exact_search_bounds_each_score_matrix(monkeypatch) -> None:
+    """A large corpus is scored fewer queries at a time (at most
+    ``MAX_SCORES_PER_PRODUCT`` scores per product), with the same results."""
+    from ctem.evaluation.evaluators import retrieval
+
+    rng = np.random.default_rng(2)
+    queries, docs = rng.normal(size=(37, 16)), rng.normal(size=(101, 16))
+    expected = exact_search(queries, docs, top_k=7)
+    shapes = []
+    real_topk = retrieval.torch.topk
+    monkeypatch.setattr(retrieval, "MAX_SCORES_PER_PRODUCT", 5 * 101 + 3)  # 5 queries a product
+    monkeypatch.setattr(retrieval.torch, "topk", lambda sims, k, dim: (shapes.append(tuple(sims.shape)), real_topk(sims, k, dim=dim))[1])
+    idx, scores = exact_search(queries, docs, top_k=7)
+    assert shapes[0] == (5, 101) and len(shapes) == 8
+    np.testing.assert_array_equal(idx, expected[0])
+    np.testing.assert_allclose(scores, expected[1], atol=1e-6)
+
+
 def test_exact_search_breaks_ties_by_descending_doc_id() -> None:
     docs = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # docs 0 and 1 tie
     idx, _ = exact_search(np.array([[1.0, 0.1]]), docs, top_k=3, doc_tiebreak=np.array([0, 1, 2]))

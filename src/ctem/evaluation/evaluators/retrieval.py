@@ -24,6 +24,9 @@ from ctem.evaluation.data import RetrievalData
 from ctem.evaluation.evaluators.base import EncodeFn, encode_unique, l2_normalize
 
 DEFAULT_K_VALUES: tuple[int, ...] = (1, 3, 5, 10, 20, 100, 1000)
+# Most query-document scores one matrix product of ``exact_search`` makes (128 MB of float32):
+# a corpus of a million documents is scored 32 queries at a time, not 1,024 (4 GB).
+MAX_SCORES_PER_PRODUCT = 1 << 25
 
 
 def exact_search(
@@ -38,7 +41,8 @@ def exact_search(
     Args:
         query_emb: ``[Q, D]``; doc_emb: ``[C, D]`` (any norm; cosine is used).
         doc_tiebreak: ``[C]`` ints; among equal scores the larger value ranks first.
-        chunk_size: queries per matrix product (bounds memory to ``chunk_size x C``).
+        chunk_size: queries per matrix product, fewer where ``chunk_size x C`` would pass
+            ``MAX_SCORES_PER_PRODUCT`` (memory: one ``[chunk, C]`` score matrix).
 
     Returns:
         ``(indices [Q, k], scores [Q, k])`` with ``k = min(top_k, C)``, best first.
@@ -48,6 +52,7 @@ def exact_search(
     queries = torch.from_numpy(l2_normalize(query_emb.astype(np.float32)))
     tiebreak = None if doc_tiebreak is None else np.asarray(doc_tiebreak)
     all_idx, all_scores = [], []
+    chunk_size = max(1, min(chunk_size, MAX_SCORES_PER_PRODUCT // max(1, docs.shape[0])))
     for start in range(0, queries.shape[0], chunk_size):
         sims = queries[start : start + chunk_size] @ docs.T
         scores, idx = torch.topk(sims, k, dim=1)
