@@ -13,7 +13,8 @@ with every thread pool pinned to ``--threads``, repeats round-robin:
 
 Cache policy: no embedding cache on either side and no result cache (mteb's ``cache=None``:
 without it a second repeat would read the first one's results). ctem tokenises each batch
-as it encodes it, as ``ctem-eval`` does (no tokenisation cache). Both encode ``--batch-size`` texts per forward pass.
+as it encodes it, as ``ctem-eval`` does (no tokenisation cache). Both encode
+``--batch-size`` texts per forward pass.
 Per task: seconds (ctem's ``TaskResult.seconds``, mteb's ``evaluation_time``) and main
 score; total = wall time of the run including loading the model. The ratio is mteb / ctem
 seconds (above 1: ctem is faster), the median of per-repeat ratios; parity = |ctem - mteb|
