@@ -149,10 +149,14 @@ def timed(cmd: list[str], threads: int) -> tuple[float, float]:
     return float(seconds), max(peak, int(kb) * 1024) / 2**20  # at least the largest single process
 
 
-def tree_peak_rss(proc: subprocess.Popen, every: float = 0.2) -> int:
+def tree_peak_rss(proc: subprocess.Popen, every: float = 0.2, overhead: float = 0.05) -> int:
     """The largest sum of proportional set sizes (PSS: a page shared by k processes counts
     1/k in each, so the sum is the memory the tree really holds) over ``proc`` and its
-    descendants until it ends (resident sizes where PSS cannot be read)."""
+    descendants until it ends (resident sizes where PSS cannot be read), sampled every
+    ``every`` seconds or, when a sample itself takes longer than ``overhead`` of that
+    (the kernel walks every mapped page for ``smaps_rollup``: tens of milliseconds on a
+    multi-GB process), less often, so the sampler takes at most about ``overhead`` of one
+    core from the command it measures."""
     import psutil
 
     def held(member: psutil.Process) -> int:
@@ -170,14 +174,14 @@ def tree_peak_rss(proc: subprocess.Popen, every: float = 0.2) -> int:
 
     root, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:
-        total = 0
+        started, total = time.perf_counter(), 0
         try:
             for member in [root, *root.children(recursive=True)]:
                 total += held(member)
         except psutil.Error:  # a process ended while being read
             pass
         peak = max(peak, total)
-        time.sleep(every)
+        time.sleep(max(every, (time.perf_counter() - started) / overhead))
     return peak
 
 
