@@ -8,11 +8,10 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from bench import data_costs
-
-psutil = pytest.importorskip("psutil")
 
 # a parent that allocates 150 MB and forks a child that allocates 150 MB of its own and
 # keeps (shares) the parent's; both hold it for 2 s
