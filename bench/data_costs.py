@@ -93,7 +93,7 @@ def write_pairs(path: Path, n: int, pool: Sequence[str], seed: int) -> None:
 def write_retrieval_task(folder: Path, pairs: Path) -> None:
     """A retrieval task: every positive of ``pairs`` is a document; the first
     ``EVAL_QUERIES`` queries ask for theirs."""
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)  # a --work folder used again: rewritten
     (folder / "task.json").write_text(json.dumps({"name": folder.name, "type": "Retrieval", "language": "en"}), encoding="utf-8")
     with pairs.open(encoding="utf-8") as rows, (folder / "corpus.jsonl").open("w", encoding="utf-8") as corpus, \
             (folder / "queries.jsonl").open("w", encoding="utf-8") as queries, (folder / "qrels.jsonl").open("w", encoding="utf-8") as qrels:
