@@ -25,7 +25,7 @@ from ctem.evaluation.evaluators.base import EncodeFn, encode_unique, l2_normaliz
 
 DEFAULT_K_VALUES: tuple[int, ...] = (1, 3, 5, 10, 20, 100, 1000)
 # Most query-document scores one matrix product of ``exact_search`` makes (128 MB of float32):
-# a corpus of a million documents is scored 32 queries at a time, not 1,024 (4 GB).
+# a corpus of a million documents is scored 33 queries at a time, not 1,024 (4 GB).
 MAX_SCORES_PER_PRODUCT = 1 << 25
 
 
