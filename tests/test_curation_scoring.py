@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import torch
 import pytest
 
 from ctem.curation import PairScorer, curate
@@ -63,3 +64,29 @@ def test_instruction_changes_query_embedding_only(tmp_path):
     rng = random.Random(0)
     same = [rng.choice(p) for _ in range(3)]
     np.testing.assert_allclose(plain.score(same, same), 1.0, atol=1e-6)
+
+
+
+def test_each_call_builds_its_own_scorer(tmp_path):
+    """Every ``curate`` call builds its scorer once, even from the same builder: a cache keyed
+    by the builder's ``id()`` once handed a call the model of an earlier call whose freed
+    builder had the same id, and the scores were silently the old model's."""
+    designed = PairScorer(known_scores_encoder(tmp_path), device="cpu")
+    flat = PairScorer(known_scores_encoder(tmp_path), device="cpu")
+    emb = flat.encoder.backbone.embeddings.word_embeddings.weight
+    with torch.no_grad():
+        for token in "bcd":  # every text embeds as "a": every cosine is 1
+            emb[flat.encoder.tokenizer.convert_tokens_to_ids(token)] = emb[flat.encoder.tokenizer.convert_tokens_to_ids("a")]
+    built = []
+    scorers = iter([designed, flat, designed])
+
+    def build() -> PairScorer:
+        built.append(next(scorers))
+        return built[-1]
+
+    src = write_jsonl(tmp_path / "in" / "pairs.jsonl", [{"query": "a", "pos": [t], "neg": []} for t in "abcd"])
+    for n in range(3):
+        curate(str(src), tmp_path / f"out{n}", scorer=build, threshold=-1.0, show_progress=False)
+        scores = [r["score"] for r in read_jsonl(tmp_path / f"out{n}" / "pairs.jsonl")]
+        assert len(built) == n + 1
+        assert scores == ([1.0] * 4 if built[-1] is flat else [1.0, 0.5, 0.0, -1.0]), n

@@ -145,16 +145,18 @@ def output_names(files: Sequence[str], output_dir: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------------------ stages
-_SCORERS: dict[int, PairScorer] = {}
+# (run, scorer) of the last run this process scored for. A run is named by its work folder
+# (a fresh temporary folder per ``curate`` call, and the same in every worker, which gets
+# its own copy of the plan per task). An ``id()`` of the builder is no key: a later call's
+# builder can get a freed one's id and would silently score with the old model.
+_LAST_SCORER: list[tuple[str, PairScorer]] = []
 
 
 def _scorer(plan: CurationPlan) -> PairScorer:
-    """The plan's scorer, built once per process."""
-    key = id(plan.scorer)
-    if key not in _SCORERS:
-        _SCORERS.clear()
-        _SCORERS[key] = plan.scorer()
-    return _SCORERS[key]
+    """The plan's scorer, built once per process and run."""
+    if not _LAST_SCORER or _LAST_SCORER[0][0] != plan.work_dir:
+        _LAST_SCORER[:] = [(plan.work_dir, plan.scorer())]
+    return _LAST_SCORER[0][1]
 
 
 def _shard_path(plan: CurationPlan, stage: str, rank: int, suffix: str) -> Path:
@@ -266,7 +268,7 @@ def curate(
     """Curate ``input_files`` (paths, globs, folders) into ``output_dir`` and save the report.
 
     Args:
-        scorer: pair scorer, or a function building one (each worker process calls it once;
+        scorer: pair scorer, or a function building one (each process calls it once per call;
             pass a function when ``workers > 1`` to not copy a model into every process);
             ``None``: no score filter, no ``score`` written.
         threshold: pairs with rounded cosine >= ``threshold`` are kept.
@@ -314,6 +316,7 @@ def curate(
         if dedup is not None and (dedup.exact or dedup.near):
             run_stage(plan, decide, 1, 1)
         run_stage(plan, write, plan.tasks, workers)
+        _LAST_SCORER.clear()  # the model is not held after the run
         report = _assemble(plan, staging, out_dir)
         report.scores = report.scores if scorer is not None else None
         report.threshold = threshold if scorer is not None else None
