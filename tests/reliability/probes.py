@@ -1,11 +1,14 @@
 """What the "nothing silent" tests share: the error line of a failed command, the
-overrides of a tiny training run, a tiny evaluation task."""
+overrides of a tiny training run, a tiny evaluation task, a child process to signal."""
 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator, Sequence
 
 
 def command_error(proc: subprocess.CompletedProcess, command: str = "ctem-train") -> str:
@@ -36,3 +39,23 @@ def sts_task(root: Path) -> Path:
     rows = [{"sentence1": "一个句子", "sentence2": "另一个句子", "score": s} for s in (1, 2, 3)]
     (folder / "test.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return folder.parent
+
+
+def _default_signal_handling() -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+
+
+@contextmanager
+def signalable_child(command: Sequence[str], **popen: Any) -> Iterator[subprocess.Popen]:
+    """``subprocess.Popen(command)`` with SIGINT and SIGTERM at their defaults, killed when
+    the block ends with it still running. (A background job of a non-interactive shell starts
+    with SIGINT ignored and a child inherits that: pytest started with ``&`` would test the
+    launcher, and a child that never stopped kept training on a core after the test failed.)"""
+    child = subprocess.Popen(command, preexec_fn=_default_signal_handling, **popen)
+    try:
+        yield child
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()

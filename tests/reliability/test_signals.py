@@ -16,7 +16,7 @@ import pytest
 from ctem.api import train
 from tests.helpers.tiny import write_vocab
 from tests.reliability.conftest import ENV, write_pairs
-from tests.reliability.probes import tiny_run
+from tests.reliability.probes import signalable_child, tiny_run
 
 
 @pytest.mark.slow
@@ -26,14 +26,14 @@ def test_a_signal_saves_a_resumable_checkpoint_says_where_and_exits_1(tmp_path, 
     overrides = tiny_run(vocab, data, run, "trainer.max_steps=100000", "trainer.max_epochs=-1",
                          "callbacks.model_checkpoint.every_n_train_steps=1")  # runs until the signal, never ends on its own
     with open(tmp_path / "stderr.txt", "w") as stderr:
-        child = subprocess.Popen([sys.executable, "-m", "ctem.cli.train", *overrides], cwd=tmp_path, env=ENV,
-                                 stdout=subprocess.DEVNULL, stderr=stderr)
-        deadline = time.monotonic() + 300
-        while not (run / "checkpoints" / "last.ckpt").exists() and child.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert child.poll() is None and (run / "checkpoints" / "last.ckpt").exists(), "the run ended or wrote no checkpoint before the signal"
-        child.send_signal(signum)
-        returncode = child.wait(timeout=300)
+        with signalable_child([sys.executable, "-m", "ctem.cli.train", *overrides], cwd=tmp_path, env=ENV,
+                              stdout=subprocess.DEVNULL, stderr=stderr) as child:
+            deadline = time.monotonic() + 300
+            while not (run / "checkpoints" / "last.ckpt").exists() and child.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert child.poll() is None and (run / "checkpoints" / "last.ckpt").exists(), "the run ended or wrote no checkpoint before the signal"
+            child.send_signal(signum)
+            returncode = child.wait(timeout=300)
     lines = (tmp_path / "stderr.txt").read_text().strip().splitlines()
     assert returncode == 1 and "Traceback" not in "\n".join(lines), lines[-20:]
     match = re.fullmatch(r"ctem-train: stopped at step (\d+) by (\S+).*; resumable checkpoint (\S+): continue with ckpt_path=(\S+)", lines[-1])

@@ -15,7 +15,7 @@ import pytest
 
 from tests.helpers.tiny import write_vocab
 from tests.reliability.conftest import ENV, REPO, write_pairs
-from tests.reliability.probes import sts_task, tiny_run
+from tests.reliability.probes import signalable_child, sts_task, tiny_run
 
 # Run a command whose `owner.attribute` (a step of its work) stalls once reached, after
 # touching the file `ready`, so that the signal arrives while the command works.
@@ -45,14 +45,14 @@ def stop_while(tmp_path: Path, module: str, target: str, args: list[str], signum
     ready = tmp_path / "ready"
     env = {**ENV, "PYTHONPATH": str(REPO)}
     with open(tmp_path / "stderr.txt", "w") as stderr:
-        child = subprocess.Popen([sys.executable, "-c", STALLED, module, target, str(ready), *args], cwd=tmp_path, env=env,
-                                 stdout=subprocess.DEVNULL, stderr=stderr)
-        deadline = time.monotonic() + 300
-        while not ready.exists() and child.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert child.poll() is None and ready.exists(), (tmp_path / "stderr.txt").read_text()[-3000:]
-        child.send_signal(signum)
-        returncode = child.wait(timeout=300)
+        with signalable_child([sys.executable, "-c", STALLED, module, target, str(ready), *args], cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=stderr) as child:
+            deadline = time.monotonic() + 300
+            while not ready.exists() and child.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert child.poll() is None and ready.exists(), (tmp_path / "stderr.txt").read_text()[-3000:]
+            child.send_signal(signum)
+            returncode = child.wait(timeout=300)
     lines = (tmp_path / "stderr.txt").read_text().strip().splitlines()
     assert "Traceback" not in "\n".join(lines), lines[-20:]
     return returncode, lines
