@@ -24,15 +24,25 @@ class NonFiniteError(CtemInputError, ArithmeticError):
     """A loss, gradient norm or embedding is NaN or infinite (the message says which, where)."""
 
 
+CHECK_ROWS = 4096  # rows tested at a time: the test's temporaries are a block's size, not the array's
+
+
 def check_finite_embeddings(embeddings: Array, what: str = "the model") -> Array:
     """``embeddings`` ``[N, D]`` unchanged if every value is finite; else ``NonFiniteError``
-    naming ``what`` (the model or the texts) and how many rows are affected."""
+    naming ``what`` (the model or the texts) and how many rows are affected. Tested
+    ``CHECK_ROWS`` rows at a time (``torch.isfinite`` of the whole array at once made
+    temporaries 1.75 times its size)."""
     values = embeddings if isinstance(embeddings, torch.Tensor) else torch.from_numpy(np.asarray(embeddings))
-    finite_rows = torch.isfinite(values).reshape(len(values), -1).all(dim=1)
-    if bool(finite_rows.all()):
+    rows = values.flatten(1) if values.dim() > 1 else values.unsqueeze(1)
+    bad = [
+        start + (~ok).nonzero().flatten()
+        for start in range(0, len(rows), CHECK_ROWS)
+        if not bool((ok := torch.isfinite(rows[start : start + CHECK_ROWS]).all(dim=1)).all())
+    ]
+    if not bad:
         return embeddings
-    bad = (~finite_rows).nonzero().flatten()
+    found = torch.cat(bad)
     raise NonFiniteError(
-        f"{what} gave non-finite (NaN or inf) embeddings for {len(bad)} of {len(values)} texts "
-        f"(first: text {int(bad[0])}); its weights are probably NaN: check how it was trained"
+        f"{what} gave non-finite (NaN or inf) embeddings for {len(found)} of {len(values)} texts "
+        f"(first: text {int(found[0])}); its weights are probably NaN: check how it was trained"
     )

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from ctem import finite
 from ctem.api import train
 from ctem.callbacks import NonFiniteGuard
 from ctem.encoder import TextEncoder
 from ctem.evaluation import EncoderAdapter
-from ctem.finite import NonFiniteError
+from ctem.finite import NonFiniteError, check_finite_embeddings
 from tests.helpers.tiny import write_vocab
 from tests.reliability.conftest import run_command, write_pairs
 from tests.reliability.probes import command_error, sts_task, tiny_run
@@ -107,3 +108,18 @@ def test_check_accepts_finite_embeddings() -> None:
     from ctem.finite import check_finite_embeddings
 
     assert check_finite_embeddings(emb) is emb
+
+
+@pytest.mark.parametrize("as_tensor", [False, True], ids=["numpy", "torch"])
+def test_the_embedding_check_counts_bad_rows_across_its_blocks(monkeypatch, as_tensor) -> None:
+    """The check runs ``CHECK_ROWS`` rows at a time (bounded temporaries); the count and the
+    first bad row are those of the whole array."""
+    monkeypatch.setattr(finite, "CHECK_ROWS", 4)
+    values = np.zeros((11, 3), dtype=np.float32)
+    values[[9, 2, 5], [0, 2, 1]] = [np.nan, np.inf, -np.inf]
+    array = torch.from_numpy(values) if as_tensor else values
+    with pytest.raises(NonFiniteError, match=r"for 3 of 11 texts \(first: text 2\)"):
+        check_finite_embeddings(array, "the model")
+    values[[9, 2, 5], [0, 2, 1]] = 1.0
+    assert check_finite_embeddings(array) is array
+    assert check_finite_embeddings(values[:0]).shape == (0, 3)
