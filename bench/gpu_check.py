@@ -137,8 +137,8 @@ def part_fsdp(args: argparse.Namespace) -> None:
 
 
 def part_faiss(args: argparse.Namespace) -> None:
-    """ctem's mining search (``ctem.mining.search``, exact ``IndexFlatIP``) on the GPU against
-    the CPU, on random unit vectors."""
+    """ctem's mining index and search (``ctem.mining.build_index`` / ``search``, exact
+    ``IndexFlatIP``) on the GPU against the CPU, on random unit vectors."""
     try:
         import faiss
     except ImportError as err:
@@ -150,7 +150,7 @@ def part_faiss(args: argparse.Namespace) -> None:
         return
     import numpy as np
 
-    from ctem.mining import MiningConfig, search
+    from ctem.mining import MiningConfig, build_index, search
 
     pool, queries, dim, top = (500_000, 20_000, 768, 200) if args.device == "cuda" else (5_000, 200, 64, 20)
     rng = np.random.default_rng(0)
@@ -159,8 +159,9 @@ def part_faiss(args: argparse.Namespace) -> None:
     q = passages[rng.choice(pool, queries, replace=False)] + 0.1 * rng.standard_normal((queries, dim), dtype=np.float32)
     timings, ids = {}, {}
     for name, use_gpu in (("gpu", gpus > 0), ("cpu", False)):
+        config = MiningConfig(range=(0, top), use_gpu=use_gpu, show_progress=False)
         start = time.perf_counter()
-        _, ids[name] = search(q, passages, top, MiningConfig(range=(0, top), use_gpu=use_gpu, show_progress=False))
+        ids[name] = np.concatenate([found for _, _, found in search(build_index(passages, config), q, top, config)])
         timings[name] = time.perf_counter() - start
     same = float(np.mean([len(set(a) & set(b)) / top for a, b in zip(ids["gpu"], ids["cpu"])]))
     row(

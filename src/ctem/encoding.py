@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Iterator, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -111,7 +111,22 @@ class EncoderAdapter:
         plan = self._cache.get(key) or self._plan(texts, instruction, max_length)
         if self.cache_tokenization:
             self._cache[key] = plan
-        out = plan.shards.gather(self._embed(plan), self.all_gather)
+        if self.world_size == 1:  # each batch straight to its rows: one [N, D] array at the peak
+            out = np.empty((len(texts), int(self.encoder.dim)), dtype=np.float32)
+
+            def into_rows(positions: np.ndarray, first: int, embeddings: torch.Tensor) -> None:
+                out[positions] = embeddings.cpu().numpy()
+
+            self._embed(plan, into_rows)
+        else:
+            device = next(self.encoder.parameters()).device
+            local = torch.empty(len(plan.shards.mine), int(self.encoder.dim), device=device)
+
+            def into_shard(positions: np.ndarray, first: int, embeddings: torch.Tensor) -> None:
+                local[first : first + len(positions)] = embeddings
+
+            self._embed(plan, into_shard)
+            out = plan.shards.gather(local, self.all_gather)
         return check_finite_embeddings(out, "the model")  # on the gathered array: all ranks agree
 
     def clear_cache(self) -> None:
@@ -134,29 +149,29 @@ class EncoderAdapter:
         for positions in plan.batches:
             yield self.encoder.tokenize([plan.texts[i] for i in positions], plan.max_length)
 
-    def _embed(self, plan: _Plan) -> torch.Tensor:
-        """This rank's embeddings ``[len(shard), D]`` in shard order, on the model device."""
+    def _embed(self, plan: _Plan, keep: Callable[[np.ndarray, int, torch.Tensor], None]) -> None:
+        """Run this rank's forward passes in shard order, handing each batch to ``keep(positions
+        [B], first, embeddings [B, D])``: its text positions, the index of its first text in
+        this rank's shard, and its float32 embeddings on the model device."""
         device = next(self.encoder.parameters()).device
         was_training = self.encoder.training
         self.encoder.eval()
-        outputs = []
+        first = 0
         try:
             with torch.no_grad():
-                for tokens in tqdm(
-                    plan.tokens if plan.tokens is not None else self._tokenize(plan),
+                for positions, tokens in tqdm(
+                    zip(plan.batches, plan.tokens if plan.tokens is not None else self._tokenize(plan)),
                     total=len(plan.batches),
                     desc=self.progress_label or "encode",
                     disable=not self.show_progress,
                     leave=False,
                 ):
                     batch = {k: v.to(device) for k, v in tokens.items()}
-                    outputs.append(self.encoder(**batch).float())
+                    keep(positions, first, self.encoder(**batch).float())
+                    first += len(positions)
         finally:
             self.encoder.train(was_training)
         self.texts_encoded += len(plan.shards.mine)
-        if outputs:
-            return torch.cat(outputs)
-        return torch.empty(0, int(self.encoder.dim), device=device)
 
 
 def _cache_key(texts: list[str], instruction: str | None, max_length: int) -> str:

@@ -229,15 +229,12 @@ def build_index(passages: np.ndarray, config: MiningConfig) -> Any:
     return index
 
 
-def search(
-    queries: np.ndarray, passages: np.ndarray, top_k: int, config: MiningConfig
-) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """The queries' nearest passages, ``config.search_batch_size`` queries at a time:
-    ``(start, scores, ids)`` with scores and pool indices ``[block, top_k]`` of queries
-    ``start, start + 1, ...``, best first (index ``-1`` where the pool has fewer than
-    ``top_k`` entries). One block's results are held at a time, never every query's."""
-    index = build_index(np.ascontiguousarray(passages, dtype=np.float32), config)
-    top_k = min(top_k, len(passages))
+def search(index: Any, queries: np.ndarray, top_k: int, config: MiningConfig) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """The queries' nearest passages in ``index`` (``build_index``), ``config.search_batch_size``
+    queries at a time: ``(start, scores, ids)`` with scores and pool indices ``[block, top_k]``
+    of queries ``start, start + 1, ...``, best first (index ``-1`` where the pool has fewer
+    than ``top_k`` entries). One block's results are held at a time, never every query's."""
+    top_k = min(top_k, index.ntotal)
     step = config.search_batch_size
     for start in tqdm(range(0, len(queries), step), desc="search", disable=not config.show_progress, leave=False):
         scores, ids = index.search(np.ascontiguousarray(queries[start : start + step], dtype=np.float32), top_k)
@@ -319,12 +316,15 @@ class HardNegativeMiner:
         p_emb = self.encode(pool)
         timings["encode"] = time.perf_counter() - start
         positive_floor = self._positive_floor(rows, pool, q_emb, p_emb)
+        queries = q_emb if indices is None else q_emb[list(indices)]  # a copy only for a shard
         indices = list(range(len(rows))) if indices is None else list(indices)
         result = MiningResult(negatives=[], pool_size=len(pool), timings=timings)
         pool_keys = [_key(text) for text in pool]
-        # each block of search results is consumed (negatives chosen) before the next is made
         timings["search"], tick = 0.0, time.perf_counter()
-        for first, scores, ids in search(q_emb[indices], p_emb, cfg.range[1], cfg) if indices else ():
+        index = build_index(np.ascontiguousarray(p_emb, dtype=np.float32), cfg) if indices else None
+        del p_emb  # the index holds its own copy of the passages: this one is freed
+        # each block of search results is consumed (negatives chosen) before the next is made
+        for first, scores, ids in search(index, queries, cfg.range[1], cfg) if indices else ():
             timings["search"] += time.perf_counter() - tick
             for slot, row_index in enumerate(indices[first : first + len(ids)]):
                 floor = None if positive_floor is None else float(positive_floor[row_index])

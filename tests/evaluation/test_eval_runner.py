@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_helpers import bag_of_chars, make_tiny_encoder, make_tiny_tasks  # noqa: E402
@@ -110,24 +111,21 @@ def test_encoder_adapter_sharding_splits_the_work() -> None:
     encoder = make_tiny_encoder()
     texts = [f"第{i}个句子" + "字" * (i % 7) for i in range(11)]
     full = EncoderAdapter(encoder, batch_size=4)(texts)
-    shards = {}
+    padded: dict[int, torch.Tensor] = {}  # each rank's share as it enters the all-gather
 
-    def fake_gather(tensor):  # both ranks' outputs, computed in this process
-        import torch
+    def gather_of(rank: int):  # both ranks' shares, computed in this process
+        def gather(tensor: torch.Tensor) -> torch.Tensor:
+            padded[rank] = tensor
+            other = padded.get(1 - rank, torch.zeros_like(tensor))
+            return torch.stack([tensor, other] if rank == 0 else [other, tensor])
 
-        return torch.stack([shards[0], shards[1]])
+        return gather
 
-    adapters = [EncoderAdapter(encoder, batch_size=4, rank=r, world_size=2, all_gather=fake_gather) for r in (0, 1)]
-    for r, adapter in enumerate(adapters):
-        plan = adapter._plan(texts, None, encoder.passage_max_length)
-        local = adapter._embed(plan)
-        width = max(len(s) for s in plan.shards.parts)
-        import torch
-
-        shards[r] = torch.cat([local, torch.zeros(width - len(local), local.shape[1])])
+    adapters = [EncoderAdapter(encoder, batch_size=4, rank=r, world_size=2, all_gather=gather_of(r)) for r in (0, 1)]
+    adapters[1](texts)  # records rank 1's share (its own result lacks rank 0's)
     out = adapters[0](texts)
     np.testing.assert_allclose(out, full, atol=1e-5)
-    assert [a.texts_encoded for a in adapters] == [6 + 6, 5]  # rank 0 ran _embed twice
+    assert [a.texts_encoded for a in adapters] == [6, 5]  # each rank encoded only its share
 
 
 def test_ctem_eval_cli_writes_jsons_and_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
