@@ -130,6 +130,7 @@ LIMITS: list[tuple[str, str, str]] = [
     (r"\bbench/eval_speed\.py(\s|$)", "--tasks QbqtcReranking --repeats 1", "one small task, one repeat"),
     (r"\bbench/mine_speed\.py(\s|$)", "--rows 100 --repeats 1", "100 rows, one repeat"),
     (r"\bbench/data_costs\.py(\s|$)", "--sizes 300", "300 rows, one size"),
+    (r"\bbench/memory_items\.py(\s|$)", "--rows 2000 --texts 20000", "2,000 rows, 20,000 texts"),
     (r"\bbench/baselines/tfidf_lsa\.py(\s|$)", "--max-docs 2000 --dim 32 --tasks-dir {eval_tasks_small}",
      "fit on 2,000 corpus texts, 32 components, 2 tasks"),
 ]
