@@ -315,8 +315,10 @@ def curate(
             raise error.with_note(SKIP_NOTE)
         if dedup is not None and (dedup.exact or dedup.near):
             run_stage(plan, decide, 1, 1)
-        run_stage(plan, write, plan.tasks, workers)
-        _LAST_SCORER.clear()  # the model is not held after the run
+        try:
+            run_stage(plan, write, plan.tasks, workers)
+        finally:
+            _LAST_SCORER.clear()  # the model is not held after the run, nor after a failed one
         report = _assemble(plan, staging, out_dir)
         report.scores = report.scores if scorer is not None else None
         report.threshold = threshold if scorer is not None else None
